@@ -1,0 +1,44 @@
+package jobs
+
+import (
+	"errors"
+	"fmt"
+)
+
+// The sentinel errors of the project. One function (shared/httpapi.Status) maps them to HTTP.
+var (
+	// ErrNotFound: the job (or other object) does not exist, or the caller may not see it.
+	ErrNotFound = errors.New("not found")
+	// ErrExists: an object with that key already exists.
+	ErrExists = errors.New("already exists")
+	// ErrConflict: a concurrent writer changed the object; retry.
+	ErrConflict = errors.New("conflict")
+	// ErrUnavailable: a dependency (store, cluster) is unreachable; retry later.
+	ErrUnavailable = errors.New("unavailable")
+	// ErrForbidden: authenticated, but the role does not allow the action.
+	ErrForbidden = errors.New("forbidden")
+)
+
+// InvalidError is bad input; Field names the offending field (JSON pointer or parameter name).
+type InvalidError struct {
+	Field  string
+	Reason string
+}
+
+func (e *InvalidError) Error() string {
+	if e.Field == "" {
+		return "invalid input: " + e.Reason
+	}
+	return fmt.Sprintf("invalid %s: %s", e.Field, e.Reason)
+}
+
+// Invalid returns an *InvalidError for field.
+func Invalid(field, format string, args ...any) error {
+	return &InvalidError{Field: field, Reason: fmt.Sprintf(format, args...)}
+}
+
+// IsInvalid reports whether err is or wraps an *InvalidError.
+func IsInvalid(err error) bool {
+	var ie *InvalidError
+	return errors.As(err, &ie)
+}
