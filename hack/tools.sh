@@ -13,6 +13,13 @@ mkdir -p "$bin"
 
 log() { echo "tools: $*" >&2; }
 
+# One build at a time: parallel test processes may all ask for missing tools; the later ones wait,
+# then find them built.
+if command -v flock >/dev/null; then
+  exec 9>"$cache/.lock"
+  flock -n 9 || { log "waiting for another build of the tools"; flock 9; }
+fi
+
 # build NAME VERSION CMD... : runs CMD (which writes $out) unless $cache/NAME-VERSION-GO exists.
 build() {
   local name=$1 version=$2; shift 2

@@ -1,0 +1,34 @@
+# omni-orchestrator — `make help` lists the targets.
+SHELL := bash
+.SHELLFLAGS := -eo pipefail -c
+.DEFAULT_GOAL := help
+
+GO ?= go
+# Where the pinned platform tools are cached (outside the checkout, reused by every run).
+export OMNI_TOOLS_CACHE ?= $(HOME)/.cache/omni-orchestrator/tools
+TEST_FLAGS ?= -count=1 -timeout 45m
+
+.PHONY: help
+help: ## List the targets.
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
+
+.PHONY: tools
+tools: ## Build the pinned local-platform tools (Kubernetes, etcd, kwok, Knative adapter) into $(OMNI_TOOLS_CACHE).
+	@hack/tools.sh >/dev/null
+
+.PHONY: run
+run: tools ## Run everything locally: two simulated clusters, all functions on one port, SQLite in .data/.
+	$(GO) run ./cmd/omni run
+
+.PHONY: test
+test: tools ## Vet and run every test (real local clusters; Cassandra only with OMNI_TEST_CASSANDRA=host:port).
+	$(GO) vet ./...
+	$(GO) test $(TEST_FLAGS) ./...
+
+.PHONY: bench
+bench: tools ## Run the benchmarks; each figure is printed next to a baseline measured in the same run.
+	$(GO) test -run '^$$' -bench . -benchtime 2x -count=1 -timeout 60m ./test/bench/...
+
+.PHONY: build
+build: ## Build the function binaries and the omni operator binary into bin/.
+	$(GO) build -o bin/ ./functions/... ./cmd/...

@@ -1,0 +1,245 @@
+// Package query is the core of the query function: jobs by id, lists with signed page tokens,
+// batch get, the job type catalogue and the OpenAPI document.
+package query
+
+import (
+	"context"
+	_ "embed"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/omnibuildplatform/omni-orchestrator/shared/auth"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/httpapi"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/manifest"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/runtime"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/wiring"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/store"
+)
+
+// Store is what query needs of the job store.
+type Store interface {
+	GetJob(ctx context.Context, id string) (*jobs.Job, error)
+	BatchGet(ctx context.Context, ids []string) ([]*jobs.Job, error)
+	ListJobs(ctx context.Context, f store.Filter) (store.Page, error)
+}
+
+// Catalogue lists the job types.
+type Catalogue interface {
+	Tasks() []manifest.Task
+}
+
+// Handler is the query function.
+type Handler struct {
+	Store     Store
+	Catalogue func() Catalogue
+	// Tokens signs and checks page tokens.
+	Tokens *Tokens
+}
+
+// MaxBatch is the most ids one batchGet takes.
+const MaxBatch = 500
+
+//go:embed openapi.json
+var openAPI []byte
+
+// OpenAPI returns the OpenAPI document of the project's HTTP API.
+func OpenAPI() []byte { return openAPI }
+
+// Routes registers the query routes on mux: the /v1 ones wrapped in authn, the OpenAPI document
+// without.
+func (h *Handler) Routes(mux *http.ServeMux, authn func(http.Handler) http.Handler) {
+	mux.Handle("GET /v1/jobs/{id}", authn(http.HandlerFunc(h.serveGet)))
+	mux.Handle("GET /v1/jobs", authn(http.HandlerFunc(h.serveList)))
+	mux.Handle("POST /v1/jobs:batchGet", authn(http.HandlerFunc(h.serveBatchGet)))
+	mux.Handle("GET /v1/tasks", authn(http.HandlerFunc(h.serveTasks)))
+	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(openAPI)
+	})
+}
+
+// NewFunction builds the query function.
+func NewFunction(ctx context.Context, env wiring.Env, d *wiring.Deps) (*runtime.Function, error) {
+	h := &Handler{Store: d.Store, Catalogue: func() Catalogue { return d.Catalogue.Current() }, Tokens: NewTokens(d.TokenKey)}
+	return &runtime.Function{
+		Name:   "query",
+		Routes: func(mux *http.ServeMux) { h.Routes(mux, d.Auth.Middleware) },
+		Checks: []runtime.Check{{Name: "store", Func: d.Store.Ping}},
+	}, nil
+}
+
+// Get returns job id if p may see it; otherwise jobs.ErrNotFound, as if it did not exist.
+func (h *Handler) Get(ctx context.Context, p *auth.Principal, id string) (*jobs.Job, error) {
+	j, err := h.Store.GetJob(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if p == nil || !p.Can(auth.RoleViewer, j.Service) {
+		return nil, fmt.Errorf("job %s: %w", id, jobs.ErrNotFound)
+	}
+	return j, nil
+}
+
+func (h *Handler) serveGet(w http.ResponseWriter, r *http.Request) {
+	j, err := h.Get(r.Context(), auth.FromContext(r.Context()), r.PathValue("id"))
+	if err != nil {
+		httpapi.Error(w, r, err)
+		return
+	}
+	httpapi.JSON(w, http.StatusOK, j)
+}
+
+// ListResponse is the body of GET /v1/jobs.
+type ListResponse struct {
+	Jobs          []*jobs.Job `json:"jobs"`
+	NextPageToken string      `json:"nextPageToken,omitempty"`
+}
+
+func (h *Handler) serveList(w http.ResponseWriter, r *http.Request) {
+	f, err := h.parseFilter(r)
+	if err == nil {
+		var resp ListResponse
+		resp, err = h.List(r.Context(), auth.FromContext(r.Context()), f)
+		if err == nil {
+			httpapi.JSON(w, http.StatusOK, resp)
+			return
+		}
+	}
+	httpapi.Error(w, r, err)
+}
+
+// List returns one page of jobs matching f. f.Cursor is the client's page token.
+func (h *Handler) List(ctx context.Context, p *auth.Principal, f store.Filter) (ListResponse, error) {
+	if f.Service == "" && p != nil {
+		if only, ok := p.OnlyService(); ok {
+			f.Service = only
+		}
+	}
+	if f.Service == "" {
+		return ListResponse{}, jobs.Invalid("service", "required")
+	}
+	if p == nil || !p.Can(auth.RoleViewer, f.Service) {
+		return ListResponse{}, fmt.Errorf("list jobs of service %q: %w", f.Service, jobs.ErrForbidden)
+	}
+	if f.Cursor != "" {
+		c, err := h.Tokens.Open(f.Cursor, f)
+		if err != nil {
+			return ListResponse{}, err
+		}
+		f.Cursor = c
+	}
+	page, err := h.Store.ListJobs(ctx, f)
+	if err != nil {
+		return ListResponse{}, err
+	}
+	resp := ListResponse{Jobs: page.Jobs}
+	if resp.Jobs == nil {
+		resp.Jobs = []*jobs.Job{}
+	}
+	if page.Next != "" {
+		resp.NextPageToken = h.Tokens.Seal(page.Next, f)
+	}
+	return resp, nil
+}
+
+func (h *Handler) parseFilter(r *http.Request) (store.Filter, error) {
+	q := r.URL.Query()
+	for k := range q {
+		switch k {
+		case "service", "task", "domain", "status", "since", "until", "limit", "page_token":
+		default:
+			return store.Filter{}, jobs.Invalid(k, "unknown query parameter")
+		}
+	}
+	f := store.Filter{Service: q.Get("service"), Task: q.Get("task"), Domain: q.Get("domain"),
+		Status: jobs.Status(q.Get("status")), Cursor: q.Get("page_token")}
+	if f.Status != "" && !f.Status.Valid() {
+		return f, jobs.Invalid("status", "unknown status %q (want one of %v)", f.Status, jobs.Statuses)
+	}
+	for name, dst := range map[string]*time.Time{"since": &f.Since, "until": &f.Until} {
+		if v := q.Get(name); v != "" {
+			t, err := time.Parse(time.RFC3339Nano, v)
+			if err != nil {
+				return f, jobs.Invalid(name, "want an RFC 3339 time such as 2026-11-27T19:00:00Z")
+			}
+			*dst = t.UTC()
+		}
+	}
+	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Since.Before(f.Until) {
+		return f, jobs.Invalid("until", "must be after since")
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			return f, jobs.Invalid("limit", "want an integer from 1 to 1000")
+		}
+		f.Limit = n
+	}
+	return f, nil
+}
+
+// BatchRequest is the body of POST /v1/jobs:batchGet.
+type BatchRequest struct {
+	IDs []string `json:"ids"`
+}
+
+// BatchResponse lists the jobs found, in the order asked, and the ids not found (or not visible).
+type BatchResponse struct {
+	Jobs    []*jobs.Job `json:"jobs"`
+	Missing []string    `json:"missing"`
+}
+
+func (h *Handler) serveBatchGet(w http.ResponseWriter, r *http.Request) {
+	var req BatchRequest
+	if err := httpapi.Decode(w, r, 64<<10, &req); err != nil {
+		httpapi.Error(w, r, err)
+		return
+	}
+	resp, err := h.BatchGet(r.Context(), auth.FromContext(r.Context()), req.IDs)
+	if err != nil {
+		httpapi.Error(w, r, err)
+		return
+	}
+	httpapi.JSON(w, http.StatusOK, resp)
+}
+
+// BatchGet returns the jobs among ids that p may see.
+func (h *Handler) BatchGet(ctx context.Context, p *auth.Principal, ids []string) (BatchResponse, error) {
+	if len(ids) == 0 {
+		return BatchResponse{}, jobs.Invalid("ids", "required: at least one id")
+	}
+	if len(ids) > MaxBatch {
+		return BatchResponse{}, jobs.Invalid("ids", "at most %d ids per call", MaxBatch)
+	}
+	found, err := h.Store.BatchGet(ctx, ids)
+	if err != nil {
+		return BatchResponse{}, err
+	}
+	resp := BatchResponse{Jobs: []*jobs.Job{}, Missing: []string{}}
+	seen := map[string]bool{}
+	for _, j := range found {
+		if p != nil && p.Can(auth.RoleViewer, j.Service) {
+			resp.Jobs = append(resp.Jobs, j)
+			seen[j.ID] = true
+		}
+	}
+	for _, id := range ids {
+		if !seen[id] {
+			resp.Missing = append(resp.Missing, id)
+		}
+	}
+	return resp, nil
+}
+
+// TasksResponse is the body of GET /v1/tasks.
+type TasksResponse struct {
+	Tasks []manifest.Task `json:"tasks"`
+}
+
+func (h *Handler) serveTasks(w http.ResponseWriter, r *http.Request) {
+	httpapi.JSON(w, http.StatusOK, TasksResponse{Tasks: h.Catalogue().Tasks()})
+}
+

@@ -1,0 +1,276 @@
+package statussync
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/cloudevents/sdk-go/v2/protocol"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+	"go.uber.org/zap"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	"knative.dev/pkg/logging"
+
+	"github.com/omnibuildplatform/omni-orchestrator/shared/events"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/httpapi"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/runtime"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/wiring"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
+)
+
+// Name is the function's name, used as the source of the events it emits.
+const Name = "status-sync"
+
+// Store is what status-sync needs of the job store.
+type Store interface {
+	GetJob(ctx context.Context, id string) (*jobs.Job, error)
+	UpdateJob(ctx context.Context, id string, fn func(*jobs.Job) (bool, error)) (*jobs.Job, bool, error)
+	ListActive(ctx context.Context, cursor string, limit int) ([]*jobs.Job, string, error)
+}
+
+// Observer reads a job's objects from the cluster the job runs on.
+type Observer interface {
+	Observe(ctx context.Context, cluster, jobID string) (kube.Snapshot, error)
+}
+
+// Emitter sends an event to the Broker (used by resync, which has no single reply).
+type Emitter interface {
+	Emit(ctx context.Context, e event.Event) error
+}
+
+// Handler is the status-sync function.
+type Handler struct {
+	Store    Store
+	Observer Observer
+	Emitter  Emitter
+	// Grace is how old a job must be before resync may declare its objects gone (default 1m),
+	// so a job whose submit is still creating objects is not taken for lost.
+	Grace time.Duration
+	// Now returns the current time (default time.Now).
+	Now func() time.Time
+}
+
+func (h *Handler) now() time.Time {
+	if h.Now != nil {
+		return h.Now().UTC()
+	}
+	return time.Now().UTC()
+}
+
+// object is the part of a Job or Pod every event is routed by.
+type object struct {
+	Kind     string `json:"kind"`
+	Metadata struct {
+		Name            string            `json:"name"`
+		ResourceVersion string            `json:"resourceVersion"`
+		Labels          map[string]string `json:"labels"`
+	} `json:"metadata"`
+}
+
+// Receive handles one ApiServerSource event. It answers 400 for events it can never use, an
+// error (retry) when the store is unavailable, and otherwise replies job.changed when the job
+// changed — or when this exact event was applied before, in case the first reply was lost.
+func (h *Handler) Receive(ctx context.Context, e event.Event) (*event.Event, protocol.Result) {
+	log := logging.FromContext(ctx).With(zap.String("event", e.ID()), zap.String("type", e.Type()))
+	var deleted bool
+	switch e.Type() {
+	case events.TypeResourceAdd, events.TypeResourceUpdate:
+	case events.TypeResourceDelete:
+		deleted = true
+	default:
+		return nil, cehttp.NewResult(http.StatusBadRequest, "status-sync: unexpected event type %q", e.Type())
+	}
+	var obj object
+	if err := json.Unmarshal(e.Data(), &obj); err != nil {
+		return nil, cehttp.NewResult(http.StatusBadRequest, "status-sync: data is not a Kubernetes object: %v", err)
+	}
+	id := obj.Metadata.Labels[kube.LabelJobID]
+	if id == "" {
+		log.Debugw("ignoring object without job id", "kind", obj.Kind, "name", obj.Metadata.Name)
+		return nil, protocol.ResultACK
+	}
+	cluster, _ := e.Extensions()[events.ExtCluster].(string)
+	var apply func(j *jobs.Job, now time.Time) Outcome
+	switch obj.Kind {
+	case "Job":
+		var kj batchv1.Job
+		if err := json.Unmarshal(e.Data(), &kj); err != nil {
+			return nil, cehttp.NewResult(http.StatusBadRequest, "status-sync: decode Job: %v", err)
+		}
+		apply = func(j *jobs.Job, now time.Time) Outcome { return ApplyJob(j, &kj, deleted, now) }
+	case "Pod":
+		var pod corev1.Pod
+		if err := json.Unmarshal(e.Data(), &pod); err != nil {
+			return nil, cehttp.NewResult(http.StatusBadRequest, "status-sync: decode Pod: %v", err)
+		}
+		apply = func(j *jobs.Job, now time.Time) Outcome { return ApplyPod(j, &pod, deleted, now) }
+	default:
+		return nil, cehttp.NewResult(http.StatusBadRequest, "status-sync: unexpected kind %q", obj.Kind)
+	}
+
+	var outcome Outcome
+	var previous jobs.Status
+	j, _, err := h.Store.UpdateJob(ctx, id, func(j *jobs.Job) (bool, error) {
+		if cluster != "" && cluster != j.Cluster {
+			outcome = Stale
+			return false, nil
+		}
+		previous = j.Status
+		outcome = apply(j, h.now())
+		return outcome.Stored(), nil
+	})
+	switch {
+	case errors.Is(err, jobs.ErrNotFound):
+		// Not ours, or a job whose record is gone: nothing to update, never worth a retry.
+		log.Debugw("ignoring object of unknown job", "job", id)
+		return nil, protocol.ResultACK
+	case err != nil:
+		return nil, fmt.Errorf("status-sync: update job %s: %w", id, err)
+	}
+	if cluster != "" && cluster != j.Cluster {
+		log.Warnw("ignoring event from another cluster than the job's", "job", id, "cluster", cluster, "jobCluster", j.Cluster)
+		return nil, protocol.ResultACK
+	}
+	switch outcome {
+	case Changed:
+	case Duplicate:
+		previous = ""
+	default:
+		return nil, protocol.ResultACK
+	}
+	reply, err := events.NewJobEvent(events.TypeJobChanged, Name, j, previous)
+	if err != nil {
+		return nil, fmt.Errorf("status-sync: %w", err)
+	}
+	return &reply, protocol.ResultACK
+}
+
+// Report sums up one resync.
+type Report struct {
+	Checked, Changed, Failed int
+}
+
+// Resync reads every non-terminal job's objects from its cluster and applies them, so that what
+// the event stream missed (adapter down, events dropped, objects gone) is repaired. It emits
+// job.changed for each job it changed. A cluster that cannot be read is skipped until next time.
+func (h *Handler) Resync(ctx context.Context) (Report, error) {
+	var rep Report
+	var errs []error
+	cursor := ""
+	for {
+		page, next, err := h.Store.ListActive(ctx, cursor, 200)
+		if err != nil {
+			return rep, fmt.Errorf("resync: list active jobs: %w", err)
+		}
+		for _, j := range page {
+			rep.Checked++
+			changed, err := h.resyncJob(ctx, j)
+			if err != nil {
+				rep.Failed++
+				errs = append(errs, err)
+				continue
+			}
+			if changed {
+				rep.Changed++
+			}
+		}
+		if next == "" {
+			break
+		}
+		cursor = next
+	}
+	if len(errs) > 0 {
+		logging.FromContext(ctx).Warnw("resync could not repair every job", "failed", len(errs), "first", errs[0])
+	}
+	return rep, nil
+}
+
+func (h *Handler) resyncJob(ctx context.Context, j *jobs.Job) (bool, error) {
+	snap, err := h.Observer.Observe(ctx, j.Cluster, j.ID)
+	if err != nil {
+		return false, fmt.Errorf("observe job %s: %w", j.ID, err)
+	}
+	var previous jobs.Status
+	var out Outcome
+	stored, _, err := h.Store.UpdateJob(ctx, j.ID, func(j *jobs.Job) (bool, error) {
+		previous = j.Status
+		now := h.now()
+		out = Stale
+		for i := range snap.Pods {
+			out = max(out, ApplyPod(j, &snap.Pods[i], false, now))
+		}
+		if snap.Job != nil {
+			out = max(out, ApplyJob(j, snap.Job, false, now))
+		} else if !j.Status.Terminal() && now.Sub(j.CreatedAt) > h.grace() {
+			out = max(out, MarkGone(j, now))
+		}
+		return out.Stored(), nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("resync job %s: %w", j.ID, err)
+	}
+	if out != Changed {
+		return false, nil
+	}
+	e, err := events.NewJobEvent(events.TypeJobChanged, Name, stored, previous)
+	if err != nil {
+		return true, err
+	}
+	if err := h.Emitter.Emit(ctx, e); err != nil {
+		return true, fmt.Errorf("emit job.changed for %s: %w", j.ID, err)
+	}
+	return true, nil
+}
+
+func (h *Handler) grace() time.Duration {
+	if h.Grace > 0 {
+		return h.Grace
+	}
+	return time.Minute
+}
+
+// KubeObserver reads jobs' objects from the configured build clusters.
+type KubeObserver struct{ Clusters *kube.Clusters }
+
+// Observe reads job jobID's objects from cluster.
+func (k KubeObserver) Observe(ctx context.Context, cluster, jobID string) (kube.Snapshot, error) {
+	c, err := k.Clusters.Get(cluster)
+	if err != nil {
+		return kube.Snapshot{}, err
+	}
+	return c.Observe(ctx, jobID)
+}
+
+// NewFunction builds the status-sync function: POST / takes ApiServerSource events (from the
+// Broker), POST /resync takes the PingSource's ticks.
+func NewFunction(ctx context.Context, env wiring.Env, d *wiring.Deps) (*runtime.Function, error) {
+	h := &Handler{Store: d.Store, Observer: KubeObserver{d.Clusters}, Emitter: d.Emitter, Grace: env.ResyncGrace}
+	ce, err := runtime.CloudEvents(ctx, h.Receive)
+	if err != nil {
+		return nil, err
+	}
+	return &runtime.Function{
+		Name: Name,
+		Routes: func(mux *http.ServeMux) {
+			mux.Handle("POST /{$}", ce)
+			mux.HandleFunc("POST /resync", h.serveResync)
+		},
+		Checks: []runtime.Check{{Name: "store", Func: d.Store.Ping}},
+	}, nil
+}
+
+func (h *Handler) serveResync(w http.ResponseWriter, r *http.Request) {
+	rep, err := h.Resync(r.Context())
+	if err != nil {
+		httpapi.Error(w, r, err)
+		return
+	}
+	logging.FromContext(r.Context()).Infow("resync done", "checked", rep.Checked, "changed", rep.Changed, "failed", rep.Failed)
+	httpapi.JSON(w, http.StatusOK, rep)
+}

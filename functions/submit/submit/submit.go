@@ -1,0 +1,315 @@
+// Package submit is the core of the submit function: validate a job request, choose an engine
+// instance of the requested arch, record the job, create its objects on that cluster, and
+// answer with the job.
+package submit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"knative.dev/pkg/logging"
+
+	"github.com/omnibuildplatform/omni-orchestrator/shared/auth"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/events"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/httpapi"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/ids"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/manifest"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/runtime"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/wiring"
+)
+
+// Name is the function's name, the source of the events it emits.
+const Name = "submit"
+
+// ReasonCreateFailed is the reason of a job whose cluster objects could not be created.
+const ReasonCreateFailed = "CreateFailed"
+
+// Store is what submit needs of the job store.
+type Store interface {
+	CreateJob(ctx context.Context, j *jobs.Job) error
+	GetJob(ctx context.Context, id string) (*jobs.Job, error)
+	UpdateJob(ctx context.Context, id string, fn func(*jobs.Job) (bool, error)) (*jobs.Job, bool, error)
+	ClaimIdempotencyKey(ctx context.Context, service, key, jobID string, ttl time.Duration) (string, error)
+}
+
+// Catalogue is the current set of job types.
+type Catalogue interface {
+	Validate(task, arch string, params map[string]any) (map[string]any, error)
+	Steps(task string) []string
+	Render(task string, in manifest.Input) ([]*unstructured.Unstructured, error)
+}
+
+// Target is the engine instance chosen for a job.
+type Target interface {
+	ClusterName() string
+	JobNamespace() string
+	Create(ctx context.Context, jobID string, objs []*unstructured.Unstructured) error
+}
+
+// Placer chooses an engine instance of an arch.
+type Placer interface {
+	Place(ctx context.Context, arch string) (Target, error)
+}
+
+// Emitter sends events to the Broker.
+type Emitter interface {
+	Emit(ctx context.Context, e event.Event) error
+}
+
+// Request is the body of POST /v1/jobs.
+type Request struct {
+	Service    string            `json:"service"`
+	Task       string            `json:"task"`
+	Domain     string            `json:"domain"`
+	Arch       string            `json:"arch"`
+	Parameters map[string]any    `json:"parameters"`
+	Labels     map[string]string `json:"labels,omitempty"`
+	Callback   string            `json:"callback,omitempty"`
+}
+
+// Handler is the submit function.
+type Handler struct {
+	Store     Store
+	Catalogue func() Catalogue
+	Placer    Placer
+	Emitter   Emitter
+	// MaxBody is the request body limit in bytes (default 1 MiB).
+	MaxBody int64
+	// IdempotencyTTL is how long an Idempotency-Key is remembered (default 24h).
+	IdempotencyTTL time.Duration
+	// TTLSecondsAfterFinished is set on every Kubernetes Job (nil: the template's default).
+	TTLSecondsAfterFinished *int32
+	Now                     func() time.Time
+}
+
+func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request) {
+	limit := h.MaxBody
+	if limit <= 0 {
+		limit = 1 << 20
+	}
+	var req Request
+	if err := httpapi.Decode(w, r, limit, &req); err != nil {
+		httpapi.Error(w, r, err)
+		return
+	}
+	j, replayed, err := h.Submit(r.Context(), auth.FromContext(r.Context()), req, r.Header.Get("Idempotency-Key"))
+	var cf *CreateError
+	switch {
+	case errors.As(err, &cf):
+		w.Header().Set("Location", "/v1/jobs/"+cf.Job.ID)
+		httpapi.WriteProblem(w, httpapi.Problem{Title: "Bad Gateway", Status: http.StatusBadGateway,
+			Detail: cf.Error(), Instance: "/v1/jobs/" + cf.Job.ID})
+		return
+	case err != nil:
+		httpapi.Error(w, r, err)
+		return
+	}
+	w.Header().Set("Location", "/v1/jobs/"+j.ID)
+	if replayed {
+		w.Header().Set("Idempotent-Replayed", "true")
+		httpapi.JSON(w, http.StatusOK, j)
+		return
+	}
+	httpapi.JSON(w, http.StatusCreated, j)
+}
+
+// CreateError is returned when the job was recorded but its objects could not be created; the
+// job is stored as failed with the reason.
+type CreateError struct {
+	Job *jobs.Job
+	Err error
+}
+
+func (e *CreateError) Error() string {
+	return fmt.Sprintf("job %s failed: its objects could not be created: %v", e.Job.ID, e.Err)
+}
+
+func (e *CreateError) Unwrap() error { return e.Err }
+
+// Submit runs one submission for principal p. With a non-empty idempotency key, a repeat of a
+// submission returns the job of the first one (replayed = true) and creates nothing.
+func (h *Handler) Submit(ctx context.Context, p *auth.Principal, req Request, key string) (*jobs.Job, bool, error) {
+	if err := validate(req, key); err != nil {
+		return nil, false, err
+	}
+	if p == nil || !p.Can(auth.RoleSubmitter, req.Service) {
+		return nil, false, fmt.Errorf("submit to service %q: %w", req.Service, jobs.ErrForbidden)
+	}
+	cat := h.Catalogue()
+	params, err := cat.Validate(req.Task, req.Arch, req.Parameters)
+	if err != nil {
+		return nil, false, err
+	}
+	now := h.now()
+	id := ids.New(now)
+	if key != "" {
+		first, err := h.Store.ClaimIdempotencyKey(ctx, req.Service, key, id, h.idempotencyTTL())
+		if err != nil {
+			return nil, false, fmt.Errorf("claim idempotency key: %w", err)
+		}
+		if first != id {
+			return h.replay(ctx, req, first)
+		}
+	}
+	target, err := h.Placer.Place(ctx, req.Arch)
+	if err != nil {
+		return nil, false, err
+	}
+	objs, err := cat.Render(req.Task, manifest.Input{
+		JobID: id, Namespace: target.JobNamespace(), Service: req.Service, Task: req.Task,
+		Domain: req.Domain, Arch: req.Arch, Parameters: params,
+		TTLSecondsAfterFinished: h.TTLSecondsAfterFinished,
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("render %s: %w", req.Task, err)
+	}
+	j := &jobs.Job{
+		ID: id, Service: req.Service, Task: req.Task, Domain: req.Domain, Arch: req.Arch,
+		Cluster: target.ClusterName(), Namespace: target.JobNamespace(), Status: jobs.StatusPending,
+		Parameters: params, Labels: req.Labels, Callback: req.Callback,
+		CreatedAt: now, UpdatedAt: now,
+	}
+	for _, s := range cat.Steps(req.Task) {
+		j.Steps = append(j.Steps, jobs.Step{Name: s, Status: jobs.StepWaiting})
+	}
+	if err := h.Store.CreateJob(ctx, j); err != nil {
+		return nil, false, fmt.Errorf("record job: %w", err)
+	}
+	if cerr := target.Create(ctx, id, objs); cerr != nil {
+		failed, _, err := h.Store.UpdateJob(context.WithoutCancel(ctx), id, func(j *jobs.Job) (bool, error) {
+			if j.Status.Terminal() {
+				return false, nil
+			}
+			at := h.now()
+			j.Status, j.Reason, j.Message = jobs.StatusFailed, ReasonCreateFailed, cerr.Error()
+			j.FinishedAt, j.UpdatedAt = &at, at
+			return true, nil
+		})
+		if err != nil {
+			return nil, false, errors.Join(cerr, fmt.Errorf("record failure: %w", err))
+		}
+		h.emit(ctx, events.TypeJobChanged, failed, jobs.StatusPending)
+		return nil, false, &CreateError{Job: failed, Err: cerr}
+	}
+	h.emit(ctx, events.TypeJobCreated, j, "")
+	return j, false, nil
+}
+
+// replay answers a repeated submission with the job of the first one.
+func (h *Handler) replay(ctx context.Context, req Request, id string) (*jobs.Job, bool, error) {
+	j, err := h.Store.GetJob(ctx, id)
+	if errors.Is(err, jobs.ErrNotFound) {
+		return nil, false, fmt.Errorf("a submission with this Idempotency-Key is still in progress (job %s); retry: %w", id, jobs.ErrConflict)
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	if j.Task != req.Task || j.Arch != req.Arch || j.Domain != req.Domain {
+		return nil, false, jobs.Invalid("Idempotency-Key", "already used for job %s with another task, arch or domain", id)
+	}
+	return j, true, nil
+}
+
+// emit sends e to the Broker. A failure is logged, not returned: the job is stored, and
+// status-sync emits job.changed for every later change.
+func (h *Handler) emit(ctx context.Context, typ string, j *jobs.Job, prev jobs.Status) {
+	e, err := events.NewJobEvent(typ, Name, j, prev)
+	if err == nil {
+		err = h.Emitter.Emit(ctx, e)
+	}
+	if err != nil {
+		logging.FromContext(ctx).Warnw("could not emit event", "type", typ, "job", j.ID, "error", err)
+	}
+}
+
+func (h *Handler) now() time.Time {
+	if h.Now != nil {
+		return h.Now().UTC()
+	}
+	return time.Now().UTC()
+}
+
+func (h *Handler) idempotencyTTL() time.Duration {
+	if h.IdempotencyTTL > 0 {
+		return h.IdempotencyTTL
+	}
+	return 24 * time.Hour
+}
+
+// validate checks the fields the job types do not: names, labels, callback, key.
+func validate(req Request, key string) error {
+	if req.Service == "" {
+		return jobs.Invalid("service", "required")
+	}
+	if errs := validation.IsDNS1123Label(req.Service); len(errs) > 0 {
+		return jobs.Invalid("service", "must be a DNS label: %s", errs[0])
+	}
+	if req.Task == "" {
+		return jobs.Invalid("task", "required")
+	}
+	if req.Arch == "" {
+		return jobs.Invalid("arch", "required (x86_64 or aarch64)")
+	}
+	if len(req.Domain) > 253 {
+		return jobs.Invalid("domain", "longer than 253 bytes")
+	}
+	if len(req.Labels) > 64 {
+		return jobs.Invalid("labels", "more than 64 labels")
+	}
+	for k, v := range req.Labels {
+		if len(k) == 0 || len(k) > 63 || len(v) > 256 {
+			return jobs.Invalid("labels."+k, "keys are 1..63 bytes and values at most 256 bytes")
+		}
+	}
+	if req.Callback != "" {
+		u, err := url.Parse(req.Callback)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return jobs.Invalid("callback", "must be an absolute http or https URL")
+		}
+	}
+	if len(key) > 255 {
+		return jobs.Invalid("Idempotency-Key", "longer than 255 bytes")
+	}
+	return nil
+}
+
+// KubePlacer places jobs on the configured build clusters.
+type KubePlacer struct{ Clusters *kube.Clusters }
+
+// Place picks an engine instance of arch.
+func (k KubePlacer) Place(ctx context.Context, arch string) (Target, error) {
+	c, err := k.Clusters.Pick(ctx, arch)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// NewFunction builds the submit function: POST /v1/jobs, behind basic auth.
+func NewFunction(ctx context.Context, env wiring.Env, d *wiring.Deps) (*runtime.Function, error) {
+	ttl := env.JobTTLSecondsAfterFinished
+	h := &Handler{
+		Store:     d.Store,
+		Catalogue: func() Catalogue { return d.Catalogue.Current() },
+		Placer:    KubePlacer{d.Clusters},
+		Emitter:   d.Emitter,
+		MaxBody:   env.MaxBodyBytes,
+		TTLSecondsAfterFinished: &ttl,
+	}
+	return &runtime.Function{
+		Name: Name,
+		Routes: func(mux *http.ServeMux) {
+			mux.Handle("POST /v1/jobs", d.Auth.Middleware(http.HandlerFunc(h.serveSubmit)))
+		},
+		Checks: []runtime.Check{{Name: "store", Func: d.Store.Ping}},
+	}, nil
+}

@@ -1,0 +1,225 @@
+// Package runtime owns what every function binary shares: configuration from the environment,
+// the zap logger carried in the context, the HTTP server with /healthz, /readyz and /metrics,
+// request metrics, CloudEvent receiving, and a clean drain on SIGTERM.
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+	"github.com/kelseyhightower/envconfig"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"knative.dev/pkg/logging"
+	"knative.dev/pkg/signals"
+)
+
+// Env is the configuration every function reads from its environment.
+type Env struct {
+	// Port is the HTTP port; Knative sets PORT. Default 8080.
+	Port int `envconfig:"PORT" default:"8080"`
+	// LogLevel is debug, info, warn or error. Default info.
+	LogLevel string `envconfig:"OMNI_LOG_LEVEL" default:"info"`
+	// DrainTimeout bounds how long in-flight requests may run after SIGTERM. Default 30s.
+	DrainTimeout time.Duration `envconfig:"OMNI_DRAIN_TIMEOUT" default:"30s"`
+}
+
+// Check is a named readiness check.
+type Check struct {
+	Name string
+	Func func(ctx context.Context) error
+}
+
+// Function is one built function: its routes, readiness checks and what to close on exit.
+type Function struct {
+	Name string
+	// Routes registers the function's routes (already wrapped in auth where needed) on mux.
+	Routes func(mux *http.ServeMux)
+	Checks []Check
+	Close  func() error
+}
+
+// Handler returns fn's routes alone, without health or metrics routes (what the local router
+// delivers events to).
+func (fn *Function) Handler() http.Handler {
+	mux := http.NewServeMux()
+	fn.Routes(mux)
+	return mux
+}
+
+// Main runs one function binary: main() { runtime.Main("submit", build) }. It exits non-zero
+// when build or the server fails.
+func Main(name string, build func(ctx context.Context) (*Function, error)) {
+	if err := run(name, build); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		os.Exit(1)
+	}
+}
+
+func run(name string, build func(ctx context.Context) (*Function, error)) error {
+	var env Env
+	if err := envconfig.Process("", &env); err != nil {
+		return fmt.Errorf("read environment: %w", err)
+	}
+	logger, err := NewLogger(env.LogLevel)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = logger.Sync() }()
+	ctx := logging.WithLogger(signals.NewContext(), logger.Named(name))
+	fn, err := build(ctx)
+	if err != nil {
+		return fmt.Errorf("start: %w", err)
+	}
+	if fn.Close != nil {
+		defer func() { _ = fn.Close() }()
+	}
+	ln, err := net.Listen("tcp", ":"+strconv.Itoa(env.Port))
+	if err != nil {
+		return err
+	}
+	return Serve(ctx, ln, env.DrainTimeout, fn)
+}
+
+// NewLogger builds the JSON production logger at level.
+func NewLogger(level string) (*zap.SugaredLogger, error) {
+	var lvl zapcore.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("OMNI_LOG_LEVEL: %w", err)
+	}
+	cfg := zap.NewProductionConfig()
+	cfg.Level = zap.NewAtomicLevelAt(lvl)
+	cfg.Sampling = nil
+	l, err := cfg.Build()
+	if err != nil {
+		return nil, fmt.Errorf("build logger: %w", err)
+	}
+	return l.Sugar(), nil
+}
+
+// Serve serves fn on ln until ctx is done, then stops accepting, lets in-flight requests finish
+// for up to drain, and returns.
+func Serve(ctx context.Context, ln net.Listener, drain time.Duration, fns ...*Function) error {
+	srv := &http.Server{
+		Handler:           Mux(ctx, fns...),
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	logging.FromContext(ctx).Infow("serving", "addr", ln.Addr().String())
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), drain)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("drain: %w", err)
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// Mux serves the functions' handlers plus /healthz, /readyz (every check of every function)
+// and /metrics, with the context's logger in every request context and request metrics.
+func Mux(ctx context.Context, fns ...*Function) http.Handler {
+	logger := logging.FromContext(ctx)
+	mux := http.NewServeMux()
+	var checks []Check
+	for _, fn := range fns {
+		checks = append(checks, fn.Checks...)
+		if fn.Routes != nil {
+			fn.Routes(mux)
+		}
+	}
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		cctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		defer cancel()
+		for _, c := range checks {
+			if err := c.Func(cctx); err != nil {
+				http.Error(w, c.Name+": "+err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.Handler())
+	return instrument(logger, mux)
+}
+
+var (
+	metricsOnce sync.Once
+	reqTotal    *prometheus.CounterVec
+	reqSeconds  *prometheus.HistogramVec
+)
+
+func instrument(logger *zap.SugaredLogger, next http.Handler) http.Handler {
+	metricsOnce.Do(func() {
+		reqTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "omni_http_requests_total", Help: "HTTP requests by method, route and status code.",
+		}, []string{"method", "route", "code"})
+		reqSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "omni_http_request_seconds", Help: "HTTP request latency by method and route.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}, []string{"method", "route"})
+		prometheus.MustRegister(reqTotal, reqSeconds)
+	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		r = r.WithContext(logging.WithLogger(r.Context(), logger))
+		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		next.ServeHTTP(sw, r)
+		route := r.Pattern
+		if route == "" {
+			route = "unmatched"
+		}
+		reqTotal.WithLabelValues(r.Method, route, strconv.Itoa(sw.code)).Inc()
+		reqSeconds.WithLabelValues(r.Method, route).Observe(time.Since(start).Seconds())
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.code = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// Flush lets streaming handlers flush through the metrics wrapper.
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// CloudEvents returns an http.Handler that decodes CloudEvents (binary or structured) and calls
+// fn, the shape of sdk-go receivers: func(ctx, event.Event) (*event.Event, protocol.Result).
+func CloudEvents(ctx context.Context, fn any) (http.Handler, error) {
+	p, err := cehttp.New()
+	if err != nil {
+		return nil, err
+	}
+	return cloudevents.NewHTTPReceiveHandler(ctx, p, fn)
+}

@@ -1,0 +1,337 @@
+package platform
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// Cluster is one running kwok cluster.
+type Cluster struct {
+	// Name is the logical name (the `cluster` CloudEvent extension), e.g. x86_64.
+	Name string
+	// Arch is x86_64 or aarch64.
+	Arch string
+	// KubeArch is the kubernetes.io/arch label of its nodes: amd64 or arm64.
+	KubeArch string
+	// Kubeconfig is the path of an admin kubeconfig for the cluster.
+	Kubeconfig string
+	// KwokName is the kwokctl cluster name, unique per Platform.
+	KwokName string
+	// Dir holds this cluster's config and the logs of kwokctl and the adapter; the
+	// components' logs are in KwokDir/logs.
+	Dir string
+	// KwokDir is kwokctl's folder of the cluster (kubeconfig, pki, component logs and pids).
+	KwokDir string
+	// LogsFile is the CRI-format file that pods/log returns for every container. Tests may
+	// rewrite it (lines like `2026-11-27T19:00:00.000000001Z stdout F text`).
+	LogsFile string
+	// Nodes are the names of the fake nodes.
+	Nodes []string
+
+	p         *Platform
+	ports     ports
+	rest      *rest.Config
+	clientset kubernetes.Interface
+
+	mu      sync.Mutex
+	created bool // kwokctl create cluster ran (so delete must run)
+	adapter *process
+}
+
+type ports struct {
+	etcd, etcdPeer, apiserver, controllerManager, scheduler, kwok int
+}
+
+func newCluster(p *Platform, spec ClusterSpec, suffix string) (*Cluster, error) {
+	c := &Cluster{
+		Name:     spec.Name,
+		Arch:     spec.Arch,
+		KubeArch: KubeArch(spec.Arch),
+		KwokName: "omni-" + suffix + "-" + dnsName(spec.Name),
+		p:        p,
+	}
+	c.Dir = filepath.Join(p.workDir, dnsName(spec.Name))
+	c.KwokDir = filepath.Join(p.kwokDir, "clusters", c.KwokName)
+	c.Kubeconfig = filepath.Join(c.KwokDir, "kubeconfig.yaml")
+	c.LogsFile = filepath.Join(c.Dir, "container.log")
+	for i := range p.opts.NodesPerCluster {
+		c.Nodes = append(c.Nodes, fmt.Sprintf("%s-node-%d", dnsName(spec.Name), i))
+	}
+	if err := os.MkdirAll(c.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("cluster %s: %w", c.Name, err)
+	}
+	return c, nil
+}
+
+// RESTConfig returns a copy of the admin client config of the cluster.
+func (c *Cluster) RESTConfig() *rest.Config { return rest.CopyConfig(c.rest) }
+
+// Clientset returns a client of the cluster.
+func (c *Cluster) Clientset() kubernetes.Interface { return c.clientset }
+
+func (c *Cluster) logf(format string, args ...any) {
+	c.p.logf("platform: %s: "+format, append([]any{c.Name}, args...)...)
+}
+
+func (c *Cluster) start(ctx context.Context) error {
+	began := time.Now()
+	if err := c.create(ctx); err != nil {
+		return err
+	}
+	c.logf("kwokctl created %s in %s", c.KwokName, time.Since(began).Round(time.Millisecond))
+	if err := c.connect(); err != nil {
+		return err
+	}
+	if err := c.waitReady(ctx); err != nil {
+		return fmt.Errorf("%w\n%s", err, c.componentLogs())
+	}
+	c.logf("API server, %d nodes and namespaces %v ready in %s", len(c.Nodes), c.p.opts.Namespaces, time.Since(began).Round(time.Millisecond))
+	if c.p.opts.Sink != "" {
+		if err := c.startAdapter(ctx); err != nil {
+			return err
+		}
+		c.logf("adapter watching after %s", time.Since(began).Round(time.Millisecond))
+	}
+	return nil
+}
+
+// create runs kwokctl create cluster with our config: pinned binaries, ports chosen here (so
+// that clusters of parallel test processes never pick the same ones), our stages and logs.
+func (c *Cluster) create(ctx context.Context) error {
+	var err error
+	if c.ports, err = freePorts(); err != nil {
+		return err
+	}
+	cfg, err := c.kwokConfig()
+	if err != nil {
+		return err
+	}
+	cfgPath := filepath.Join(c.Dir, "kwok.yaml")
+	if err := os.WriteFile(cfgPath, cfg, 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(c.LogsFile, []byte(defaultContainerLog()), 0o644); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.created = true
+	c.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	err = runProcess(ctx, "kwokctl create cluster", filepath.Join(c.Dir, "kwokctl.log"), c.kwokEnv(),
+		filepath.Join(c.p.binDir, "kwokctl"), "--name", c.KwokName, "-c", cfgPath,
+		"create", "cluster", "--runtime", "binary", "--kubeconfig", "", "--wait", "0s")
+	if err != nil {
+		return fmt.Errorf("%w%s", err, c.componentLogs())
+	}
+	return nil
+}
+
+func (c *Cluster) kwokEnv() []string {
+	return []string{"KWOK_WORKDIR=" + c.p.kwokDir}
+}
+
+// freePorts picks six distinct free TCP ports (from the kernel's ephemeral range, so never 8080).
+func freePorts() (ports, error) {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	var ps []int
+	for range 6 {
+		l, err := net.Listen("tcp", ":0")
+		if err != nil {
+			return ports{}, fmt.Errorf("pick a free port: %w", err)
+		}
+		ls = append(ls, l)
+		ps = append(ps, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports{etcd: ps[0], etcdPeer: ps[1], apiserver: ps[2], controllerManager: ps[3], scheduler: ps[4], kwok: ps[5]}, nil
+}
+
+func (c *Cluster) connect() error {
+	rc, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig)
+	if err != nil {
+		return fmt.Errorf("load kubeconfig: %w", err)
+	}
+	rc.QPS, rc.Burst = 100, 200
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	c.rest, c.clientset = rc, cs
+	return nil
+}
+
+// waitReady waits until the API server is ready, the fake nodes are Ready and untainted, and
+// each namespace has its default service account (so Pods can be created there).
+func (c *Cluster) waitReady(ctx context.Context) error {
+	cs := c.clientset
+	var last error
+	err := poll(ctx, func(ctx context.Context) (bool, error) {
+		b, err := cs.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+		last = fmt.Errorf("/readyz: %v %s", err, b)
+		return err == nil && strings.TrimSpace(string(b)) == "ok", nil
+	})
+	if err != nil {
+		return fmt.Errorf("wait for the API server: %w (last: %v)", err, last)
+	}
+	for _, name := range c.Nodes {
+		if _, err := cs.CoreV1().Nodes().Create(ctx, c.node(name), metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("create node %s: %w", name, err)
+		}
+	}
+	for _, ns := range c.p.opts.Namespaces {
+		_, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("create namespace %s: %w", ns, err)
+		}
+	}
+	err = poll(ctx, func(ctx context.Context) (bool, error) {
+		for _, name := range c.Nodes {
+			n, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				last = err
+				return false, nil
+			}
+			if !nodeReady(n) {
+				last = fmt.Errorf("node %s: not Ready or still tainted: %v %v", name, n.Status.Conditions, n.Spec.Taints)
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		return fmt.Errorf("wait for nodes: %w (last: %v)", err, last)
+	}
+	err = poll(ctx, func(ctx context.Context) (bool, error) {
+		for _, ns := range c.p.opts.Namespaces {
+			if _, err := cs.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{}); err != nil {
+				last = fmt.Errorf("namespace %s: service account default: %v", ns, err)
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		return fmt.Errorf("wait for service accounts: %w (last: %v)", err, last)
+	}
+	return nil
+}
+
+// poll calls cond every 100ms until it is done, fails, or ctx ends.
+func poll(ctx context.Context, cond wait.ConditionWithContextFunc) error {
+	return wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, cond)
+}
+
+func nodeReady(n *corev1.Node) bool {
+	ready := false
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
+			ready = true
+		}
+	}
+	for _, t := range n.Spec.Taints {
+		if t.Effect == corev1.TaintEffectNoSchedule || t.Effect == corev1.TaintEffectNoExecute {
+			return false
+		}
+	}
+	return ready
+}
+
+// node is a fake node as kwok expects it: kwok keeps the status fields given here and fills in
+// the conditions. Its address and port let the API server reach kwok for pods/log.
+func (c *Cluster) node(name string) *corev1.Node {
+	res := corev1.ResourceList{
+		corev1.ResourceCPU:    resource.MustParse("32"),
+		corev1.ResourceMemory: resource.MustParse("128Gi"),
+		corev1.ResourcePods:   resource.MustParse("110"),
+	}
+	return &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: name,
+			Labels: map[string]string{
+				"kubernetes.io/arch":     c.KubeArch,
+				"kubernetes.io/os":       "linux",
+				"kubernetes.io/hostname": name,
+				"type":                   "kwok",
+			},
+			Annotations: map[string]string{
+				"kwok.x-k8s.io/node":           "fake",
+				"node.alpha.kubernetes.io/ttl": "0",
+			},
+		},
+		Status: corev1.NodeStatus{
+			Allocatable: res,
+			Capacity:    res,
+			Addresses: []corev1.NodeAddress{
+				{Type: corev1.NodeInternalIP, Address: "127.0.0.1"},
+				{Type: corev1.NodeHostName, Address: name},
+			},
+			DaemonEndpoints: corev1.NodeDaemonEndpoints{KubeletEndpoint: corev1.DaemonEndpoint{Port: int32(c.ports.kwok)}},
+			NodeInfo: corev1.NodeSystemInfo{
+				Architecture:    c.KubeArch,
+				OperatingSystem: "linux",
+			},
+		},
+	}
+}
+
+// stop stops the adapter and the cluster; survivors of kwokctl delete are killed.
+func (c *Cluster) stop() {
+	c.stopAdapter()
+	c.mu.Lock()
+	created := c.created
+	c.created = false
+	c.mu.Unlock()
+	if !created {
+		return
+	}
+	pids := readPidFiles(filepath.Join(c.KwokDir, "pids"))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := runProcess(ctx, "kwokctl delete cluster", filepath.Join(c.Dir, "kwokctl.log"), c.kwokEnv(),
+		filepath.Join(c.p.binDir, "kwokctl"), "--name", c.KwokName, "delete", "cluster", "--kubeconfig", ""); err != nil {
+		c.logf("%v", err)
+	}
+	killInDir(pids, c.KwokDir)
+}
+
+// componentLogs returns the tails of the component logs, for errors.
+func (c *Cluster) componentLogs() string {
+	var sb strings.Builder
+	for _, name := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok-controller"} {
+		p := filepath.Join(c.KwokDir, "logs", name+".log")
+		if _, err := os.Stat(p); err == nil {
+			sb.WriteString(fileTail(p, 10))
+		}
+	}
+	return sb.String()
+}
+
+// defaultContainerLog is the initial LogsFile: a few lines in CRI format.
+func defaultContainerLog() string {
+	t := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var sb strings.Builder
+	for i, line := range []string{"step started", "working", "step done"} {
+		fmt.Fprintf(&sb, "%s stdout F %s\n", t.Add(time.Duration(i)*time.Second).Format(time.RFC3339Nano), line)
+	}
+	return sb.String()
+}

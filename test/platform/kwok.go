@@ -1,0 +1,67 @@
+package platform
+
+import (
+	"bytes"
+	"embed"
+	"fmt"
+	"path/filepath"
+
+	"sigs.k8s.io/yaml"
+)
+
+// stages are kwok Stage documents: node-stages.yaml is copied from kwok's node/fast and
+// node/heartbeat, pod-stages.yaml is ours (see its header).
+//
+//go:embed kwok/node-stages.yaml kwok/pod-stages.yaml
+var stages embed.FS
+
+// kwokConfig renders the -c file of kwokctl create cluster: the kwokctl options (binaries,
+// ports), then the stages and the ClusterLogs that kwok-controller reads from the same file.
+func (c *Cluster) kwokConfig() ([]byte, error) {
+	bin := func(name string) string { return filepath.Join(c.p.binDir, name) }
+	kwokctl := map[string]any{
+		"apiVersion": "config.kwok.x-k8s.io/v1alpha1",
+		"kind":       "KwokctlConfiguration",
+		"options": map[string]any{
+			"runtime":                     "binary",
+			"etcdBinary":                  bin("etcd"),
+			"kubeApiserverBinary":         bin("kube-apiserver"),
+			"kubeControllerManagerBinary": bin("kube-controller-manager"),
+			"kubeSchedulerBinary":         bin("kube-scheduler"),
+			"kubectlBinary":               bin("kubectl"),
+			"kwokControllerBinary":        bin("kwok"),
+			"etcdPort":                    c.ports.etcd,
+			"etcdPeerPort":                c.ports.etcdPeer,
+			"kubeApiserverPort":           c.ports.apiserver,
+			"kubeControllerManagerPort":   c.ports.controllerManager,
+			"kubeSchedulerPort":           c.ports.scheduler,
+			"kwokControllerPort":          c.ports.kwok,
+		},
+	}
+	logs := map[string]any{
+		"apiVersion": "kwok.x-k8s.io/v1alpha1",
+		"kind":       "ClusterLogs",
+		"metadata":   map[string]any{"name": "omni-container-logs"},
+		"spec": map[string]any{
+			"logs": []any{map[string]any{"logsFile": c.LogsFile}},
+		},
+	}
+	var out bytes.Buffer
+	for _, doc := range []any{kwokctl, logs} {
+		b, err := yaml.Marshal(doc)
+		if err != nil {
+			return nil, fmt.Errorf("render kwok config: %w", err)
+		}
+		out.WriteString("---\n")
+		out.Write(b)
+	}
+	for _, name := range []string{"kwok/node-stages.yaml", "kwok/pod-stages.yaml"} {
+		b, err := stages.ReadFile(name)
+		if err != nil {
+			return nil, err
+		}
+		out.WriteString("---\n")
+		out.Write(b)
+	}
+	return out.Bytes(), nil
+}

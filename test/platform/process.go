@@ -1,0 +1,202 @@
+package platform
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// process is a child process in its own process group whose output goes to a log file.
+type process struct {
+	name    string
+	cmd     *exec.Cmd
+	logPath string
+	logFile *os.File
+	// logStart is the size of the log file when this run started (the file is appended to).
+	logStart int64
+	done     chan struct{}
+	err      error // set before done is closed
+}
+
+// startProcess starts bin with args and env (added to a scrubbed copy of the environment),
+// appending its stdout and stderr to logPath.
+func startProcess(name, logPath string, env []string, bin string, args ...string) (*process, error) {
+	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open log of %s: %w", name, err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("open log of %s: %w", name, err)
+	}
+	fmt.Fprintf(f, "\n==== %s: %s %s\n", time.Now().Format(time.RFC3339Nano), bin, strings.Join(args, " "))
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(baseEnv(), env...)
+	cmd.Stdout, cmd.Stderr = f, f
+	// A group of its own, so that Stop can signal it and whatever it forked.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &process{name: name, cmd: cmd, logPath: logPath, logFile: f, logStart: st.Size(), done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		f.Close()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// baseEnv is the environment of the children without the variables that would point kwokctl or
+// a Kubernetes client at something other than what we choose.
+func baseEnv() []string {
+	var out []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, "KWOK_") || k == "KUBECONFIG" || strings.HasPrefix(k, "K_") {
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
+}
+
+// exited reports whether the process has ended.
+func (p *process) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// stop sends SIGTERM to the process group, then SIGKILL after grace. It is idempotent.
+func (p *process) stop(grace time.Duration) {
+	if p.exited() {
+		return
+	}
+	pgid := p.cmd.Process.Pid
+	_ = syscall.Kill(-pgid, syscall.SIGTERM)
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-p.done:
+	case <-t.C:
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		<-p.done
+	}
+	// Children that outlived the leader (none expected) go too.
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+}
+
+// output returns what this run of the process wrote so far.
+func (p *process) output() []byte {
+	b, err := readFrom(p.logPath, p.logStart)
+	if err != nil {
+		return []byte(err.Error())
+	}
+	return b
+}
+
+// runProcess runs bin to completion (or until ctx ends), appending its output to logPath; the
+// error carries the tail of that output.
+func runProcess(ctx context.Context, name, logPath string, env []string, bin string, args ...string) error {
+	p, err := startProcess(name, logPath, env, bin, args...)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+		p.stop(5 * time.Second)
+		return fmt.Errorf("%s: %w\n%s", name, ctx.Err(), tail(p.output(), tailLines))
+	}
+	if p.err != nil {
+		return fmt.Errorf("%s: %w\n%s", name, p.err, tail(p.output(), tailLines))
+	}
+	return nil
+}
+
+const tailLines = 30
+
+// readFrom returns the content of path from offset on.
+func readFrom(path string, offset int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if _, err := f.Seek(offset, io.SeekStart); err != nil {
+		return nil, err
+	}
+	return io.ReadAll(f)
+}
+
+// tail returns the last n lines of b, indented, for error messages.
+func tail(b []byte, n int) string {
+	lines := bytes.Split(bytes.TrimRight(b, "\n"), []byte("\n"))
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	var sb strings.Builder
+	for _, l := range lines {
+		sb.WriteString("    | ")
+		sb.Write(l)
+		sb.WriteByte('\n')
+	}
+	return sb.String()
+}
+
+// fileTail returns the last n lines of the file at path, for error messages.
+func fileTail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return "    | (no " + path + ")\n"
+		}
+		return "    | " + err.Error() + "\n"
+	}
+	return path + ":\n" + tail(b, n)
+}
+
+// readPidFiles returns the pids written in the *.pid files of dir (kwokctl writes one per
+// component it starts, with setsid, so each pid is also its process group).
+func readPidFiles(dir string) []int {
+	files, _ := filepath.Glob(filepath.Join(dir, "*.pid"))
+	var pids []int
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 1 {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// killInDir kills the process group of each pid whose process still runs in dir (kwokctl starts
+// components there, and may have removed it since); the check keeps a recycled pid safe.
+func killInDir(pids []int, dir string) {
+	for _, pid := range pids {
+		cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid))
+		if err != nil || (cwd != dir && cwd != dir+" (deleted)") {
+			continue
+		}
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
