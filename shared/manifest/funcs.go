@@ -2,7 +2,9 @@ package manifest
 
 import (
 	"bytes"
+	"crypto/rand"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,8 +20,26 @@ import (
 // that is how "every value goes through a quoting helper" is enforced on every render.
 type value string
 
-// unquotedMarker contains NUL bytes, which no helper ever emits (yamlstr escapes them).
-const unquotedMarker = "\x00omni: value printed without a quoting helper\x00"
+// unquotedToken is random per process, so no input can contain it; unquotedMarker wraps it in
+// NUL bytes, which no helper emits (yamlstr escapes them). Render refuses output that contains
+// either: the token survives escapers such as html or printf %q, the NUL survives truncation.
+var (
+	unquotedToken  = newToken()
+	unquotedMarker = "\x00" + unquotedToken + "\x00"
+)
+
+func newToken() string {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand does not fail on supported platforms
+	}
+	return "omni-unquoted-" + hex.EncodeToString(b)
+}
+
+// unquoted reports whether rendered output contains a value printed without a helper.
+func unquoted(out []byte) bool {
+	return bytes.IndexByte(out, 0) >= 0 || bytes.Contains(out, []byte(unquotedToken))
+}
 
 // String makes text/template, fmt and printf print the marker instead of the value.
 func (value) String() string { return unquotedMarker }

@@ -168,7 +168,7 @@ func schemaError(err error) error {
 		case *kind.AdditionalProperties:
 			if len(k.Properties) > 0 {
 				loc = append(loc, k.Properties[0])
-				reason = "is not a known parameter"
+				reason = "is not a known field"
 			}
 		}
 		ps = append(ps, problem{field: strings.Join(append([]string{"parameters"}, loc...), "."), reason: reason})

@@ -1,7 +1,8 @@
 package sqlite
 
-// The rules of the store contract that do not depend on the database. shared/cassandra has
-// the same file; the contract suite (shared/store/storetest) keeps the two in step.
+// The rules of the store contract that do not depend on the database. shared/cassandra has the
+// same rules (its rules.go differs only in its cursor); the contract suite
+// (shared/store/storetest) keeps the two in step.
 
 import (
 	"encoding/base64"
@@ -25,6 +26,18 @@ func ms(t time.Time) time.Time {
 		return time.Time{}
 	}
 	return t.Truncate(time.Millisecond).UTC()
+}
+
+// ceilMS rounds a bound up to the stored precision: for a time c kept in whole milliseconds,
+// c >= t and c < t hold exactly when they hold for ceilMS(t).
+func ceilMS(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	if c := ms(t); c.Before(t) {
+		return c.Add(time.Millisecond)
+	}
+	return t.UTC()
 }
 
 func msp(t *time.Time) *time.Time {

@@ -308,10 +308,10 @@ func (s *Store) ListJobs(ctx context.Context, f store.Filter) (store.Page, error
 		where, args = append(where, "status = ?"), append(args, string(f.Status))
 	}
 	if !f.Since.IsZero() {
-		where, args = append(where, "created_at >= ?"), append(args, f.Since.UnixMilli())
+		where, args = append(where, "created_at >= ?"), append(args, ceilMS(f.Since).UnixMilli())
 	}
 	if !f.Until.IsZero() {
-		where, args = append(where, "created_at < ?"), append(args, f.Until.UnixMilli())
+		where, args = append(where, "created_at < ?"), append(args, ceilMS(f.Until).UnixMilli())
 	}
 	if f.Cursor != "" {
 		c, err := decodeCursor(f.Cursor)

@@ -8,7 +8,6 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
-	"net/url"
 	"strings"
 	"time"
 
@@ -71,24 +70,13 @@ func (e Env) OpenStore(ctx context.Context) (store.Store, error) {
 	return nil, fmt.Errorf("OMNI_STORE %q: want sqlite:<path> or cassandra://hosts/keyspace", e.Store)
 }
 
-// CassandraConfig parses a cassandra:// OMNI_STORE.
+// CassandraConfig parses a cassandra:// OMNI_STORE (see cassandra.ParseURL for its options).
 func (e Env) CassandraConfig() (cassandra.Config, error) {
-	u, err := url.Parse(e.Store)
-	if err != nil || u.Scheme != "cassandra" || u.Host == "" {
-		return cassandra.Config{}, fmt.Errorf("OMNI_STORE %q: want cassandra://host[:port][,host…]/keyspace", e.Store)
+	cfg, err := cassandra.ParseURL(e.Store)
+	if err != nil {
+		return cfg, fmt.Errorf("OMNI_STORE: %w", err)
 	}
-	cfg := cassandra.Config{
-		Hosts:    strings.Split(u.Host, ","),
-		Keyspace: strings.Trim(u.Path, "/"),
-		Username: e.CassandraUsername,
-		Password: e.CassandraPassword,
-	}
-	if cfg.Keyspace == "" {
-		cfg.Keyspace = "omni"
-	}
-	if c := u.Query().Get("consistency"); c != "" {
-		cfg.Consistency = c
-	}
+	cfg.Username, cfg.Password = e.CassandraUsername, e.CassandraPassword
 	return cfg, nil
 }
 

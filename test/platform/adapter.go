@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -86,12 +87,16 @@ func (c *Cluster) startAdapter(ctx context.Context) error {
 		return err
 	}
 	began := time.Now()
-	proc, err := startProcess("adapter "+c.Name, filepath.Join(c.Dir, "adapter.log"), env,
+	proc, err := startProcess("adapter "+c.Name, c.Dir, c.AdapterLog(), env,
 		filepath.Join(c.p.binDir, "apiserver_receive_adapter"))
 	if err != nil {
 		return err
 	}
 	c.adapter = proc
+	// For the watchdog.
+	if err := os.WriteFile(filepath.Join(c.Dir, "adapter.pid"), []byte(strconv.Itoa(proc.cmd.Process.Pid)), 0o644); err != nil {
+		return err
+	}
 	var want [][]byte
 	for _, r := range adapterResources {
 		for _, ns := range c.p.opts.Namespaces {
@@ -139,6 +144,7 @@ func (c *Cluster) stopAdapter() {
 	}
 	c.adapter.stop(5 * time.Second)
 	c.adapter = nil
+	_ = os.Remove(filepath.Join(c.Dir, "adapter.pid"))
 }
 
 // AdapterLog is the path of the adapter's log (all its runs, appended).

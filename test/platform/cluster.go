@@ -133,7 +133,7 @@ func (c *Cluster) create(ctx context.Context) error {
 	c.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	err = runProcess(ctx, "kwokctl create cluster", filepath.Join(c.Dir, "kwokctl.log"), c.kwokEnv(),
+	err = runProcess(ctx, "kwokctl create cluster", c.Dir, filepath.Join(c.Dir, "kwokctl.log"), c.kwokEnv(),
 		filepath.Join(c.p.binDir, "kwokctl"), "--name", c.KwokName, "-c", cfgPath,
 		"create", "cluster", "--runtime", "binary", "--kubeconfig", "", "--wait", "0s")
 	if err != nil {
@@ -307,8 +307,10 @@ func (c *Cluster) stop() {
 	pids := readPidFiles(filepath.Join(c.KwokDir, "pids"))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := runProcess(ctx, "kwokctl delete cluster", filepath.Join(c.Dir, "kwokctl.log"), c.kwokEnv(),
-		filepath.Join(c.p.binDir, "kwokctl"), "--name", c.KwokName, "delete", "cluster", "--kubeconfig", ""); err != nil {
+	if err := runProcess(ctx, "kwokctl delete cluster", c.Dir, filepath.Join(c.Dir, "kwokctl.log"), c.kwokEnv(),
+		filepath.Join(c.p.binDir, "kwokctl"), "--name", c.KwokName, "delete", "cluster",
+		// It edits this kubeconfig (default ~/.kube/config) and refuses "": give it one of ours.
+		"--kubeconfig", filepath.Join(c.Dir, "unused-kubeconfig.yaml")); err != nil {
 		c.logf("%v", err)
 	}
 	killInDir(pids, c.KwokDir)

@@ -91,6 +91,8 @@ type Platform struct {
 	ownWorkDir bool
 	kwokDir    string
 	clusters   []*Cluster
+	// watchdog kills the clusters and adapters if this process dies without Stop.
+	watchdog *watchdog
 
 	mu      sync.Mutex
 	stopped bool
@@ -129,6 +131,9 @@ func Start(ctx context.Context, opts Options) (_ *Platform, err error) {
 	p.kwokDir = filepath.Join(p.workDir, "kwok")
 	if err := os.MkdirAll(p.kwokDir, 0o755); err != nil {
 		return nil, fmt.Errorf("create work dir: %w", err)
+	}
+	if p.watchdog, err = startWatchdog(p.workDir); err != nil {
+		return nil, err
 	}
 
 	suffix := randomSuffix()
@@ -264,6 +269,7 @@ func (p *Platform) Stop() {
 		wg.Go(c.stop)
 	}
 	wg.Wait()
+	p.watchdog.stop()
 	if p.ownWorkDir {
 		_ = os.RemoveAll(p.workDir)
 	}

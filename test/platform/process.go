@@ -27,9 +27,9 @@ type process struct {
 	err      error // set before done is closed
 }
 
-// startProcess starts bin with args and env (added to a scrubbed copy of the environment),
-// appending its stdout and stderr to logPath.
-func startProcess(name, logPath string, env []string, bin string, args ...string) (*process, error) {
+// startProcess starts bin with args and env (added to a scrubbed copy of the environment) in
+// dir, appending its stdout and stderr to logPath.
+func startProcess(name, dir, logPath string, env []string, bin string, args ...string) (*process, error) {
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("open log of %s: %w", name, err)
@@ -43,8 +43,10 @@ func startProcess(name, logPath string, env []string, bin string, args ...string
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(baseEnv(), env...)
 	cmd.Stdout, cmd.Stderr = f, f
-	// A group of its own, so that Stop can signal it and whatever it forked.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Dir = dir
+	// A group of its own, so that stop can signal it and whatever it forked, and that a Ctrl-C
+	// of `go test` leaves it to our watchdog; killed if we die first.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
@@ -112,8 +114,8 @@ func (p *process) output() []byte {
 
 // runProcess runs bin to completion (or until ctx ends), appending its output to logPath; the
 // error carries the tail of that output.
-func runProcess(ctx context.Context, name, logPath string, env []string, bin string, args ...string) error {
-	p, err := startProcess(name, logPath, env, bin, args...)
+func runProcess(ctx context.Context, name, dir, logPath string, env []string, bin string, args ...string) error {
+	p, err := startProcess(name, dir, logPath, env, bin, args...)
 	if err != nil {
 		return err
 	}
@@ -199,4 +201,55 @@ func killInDir(pids []int, dir string) {
 		_ = syscall.Kill(-pid, syscall.SIGKILL)
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
+}
+
+// watchdogScript runs as a child of the platform's process: when that process ends, for any
+// reason (a Ctrl-C of go test, a test timeout), its stdin reaches EOF and it kills the process
+// groups of the components kwokctl started (pid files in <kwok>/clusters/*/pids, run in the
+// cluster dir) and of the adapters (<cluster dir>/adapter.pid), if they still run where we
+// started them.
+const watchdogScript = `
+cat >/dev/null
+for f in "$0"/kwok/clusters/*/pids/*.pid "$0"/*/adapter.pid; do
+  [ -f "$f" ] || continue
+  pid=$(cat "$f") || continue
+  case "$f" in */adapter.pid) dir=${f%/*} ;; *) dir=${f%/pids/*} ;; esac
+  case "$(readlink "/proc/$pid/cwd")" in
+    "$dir"|"$dir (deleted)") kill -KILL -- "-$pid" 2>/dev/null ;;
+  esac
+done
+`
+
+// watchdog is the running watchdog of a platform.
+type watchdog struct {
+	cmd *exec.Cmd
+	w   *os.File
+}
+
+// startWatchdog starts the watchdog of workDir.
+func startWatchdog(workDir string) (*watchdog, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command("bash", "-c", watchdogScript, workDir)
+	cmd.Stdin = r
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		r.Close()
+		w.Close()
+		return nil, fmt.Errorf("start watchdog: %w", err)
+	}
+	r.Close()
+	go func() { _ = cmd.Wait() }()
+	return &watchdog{cmd: cmd, w: w}, nil
+}
+
+// stop ends the watchdog without letting it kill anything (Stop has done that properly).
+func (wd *watchdog) stop() {
+	if wd == nil {
+		return
+	}
+	_ = wd.cmd.Process.Kill()
+	wd.w.Close()
 }

@@ -250,7 +250,11 @@ func (k KubeObserver) Observe(ctx context.Context, cluster, jobID string) (kube.
 // NewFunction builds the status-sync function: POST / takes ApiServerSource events (from the
 // Broker), POST /resync takes the PingSource's ticks.
 func NewFunction(ctx context.Context, env wiring.Env, d *wiring.Deps) (*runtime.Function, error) {
-	h := &Handler{Store: d.Store, Observer: KubeObserver{d.Clusters}, Emitter: d.Emitter, Grace: env.ResyncGrace}
+	return NewFunctionFor(ctx, &Handler{Store: d.Store, Observer: KubeObserver{d.Clusters}, Emitter: d.Emitter, Grace: env.ResyncGrace}, d)
+}
+
+// NewFunctionFor builds the status-sync function around h.
+func NewFunctionFor(ctx context.Context, h *Handler, d *wiring.Deps) (*runtime.Function, error) {
 	ce, err := runtime.CloudEvents(ctx, h.Receive)
 	if err != nil {
 		return nil, err

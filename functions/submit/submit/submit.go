@@ -167,7 +167,7 @@ func (h *Handler) Submit(ctx context.Context, p *auth.Principal, req Request, ke
 	objs, err := cat.Render(req.Task, manifest.Input{
 		JobID: id, Namespace: target.JobNamespace(), Service: req.Service, Task: req.Task,
 		Domain: req.Domain, Arch: req.Arch, Parameters: params,
-		TTLSecondsAfterFinished: h.TTLSecondsAfterFinished,
+		TTLSecondsAfterFinished: h.TTLSecondsAfterFinished, Labels: req.Labels,
 	})
 	if err != nil {
 		return nil, false, fmt.Errorf("render %s: %w", req.Task, err)
@@ -265,10 +265,8 @@ func validate(req Request, key string) error {
 	if len(req.Labels) > 64 {
 		return jobs.Invalid("labels", "more than 64 labels")
 	}
-	for k, v := range req.Labels {
-		if len(k) == 0 || len(k) > 63 || len(v) > 256 {
-			return jobs.Invalid("labels."+k, "keys are 1..63 bytes and values at most 256 bytes")
-		}
+	if err := manifest.CheckLabels(req.Labels); err != nil {
+		return err
 	}
 	if req.Callback != "" {
 		u, err := url.Parse(req.Callback)

@@ -1,0 +1,58 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/omnibuildplatform/omni-orchestrator/shared/allinone"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/runtime"
+)
+
+func runCommand(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("omni run", flag.ContinueOnError)
+	var opts allinone.Options
+	fs.StringVar(&opts.DataDir, "data", ".data", "data folder: SQLite database, generated credentials, local cluster files")
+	fs.StringVar(&opts.Addr, "addr", "127.0.0.1:8088", "listen address of the API")
+	fs.StringVar(&opts.ClustersDir, "clusters", "", "folder with x86_64.yaml / aarch64.yaml naming real clusters (default: start two local clusters)")
+	fs.DurationVar(&opts.ResyncInterval, "resync", time.Minute, "resync interval (the PingSource's schedule in the cluster)")
+	logLevel := fs.String("log-level", "info", "log level of the functions")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	logger, err := runtime.NewLogger(*logLevel)
+	if err != nil {
+		return err
+	}
+	opts.Logger = logger
+	opts.Progress = os.Stderr
+	start := time.Now()
+	m, err := allinone.Start(ctx, opts)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	fmt.Printf(`
+omni-orchestrator is running (started in %s).
+
+  API:          %s   (OpenAPI document: %s/openapi.json)
+  user:         %s
+  password:     %s   (kept in %s/credentials)
+  job types:    curl -u %s:%s %s/v1/tasks
+
+Submit an RPM build on the aarch64 cluster and read it back:
+
+  curl -u %s:%s -H 'Content-Type: application/json' %s/v1/jobs -d '{
+    "service": "local", "task": "buildrpm", "arch": "aarch64",
+    "parameters": {"srpmUrl": "https://repo.openeuler.org/openEuler-24.03-LTS/source/Packages/zlib-1.3.1-1.oe2403.src.rpm"}}'
+  curl -u %s:%s '%s/v1/jobs?service=local'
+
+Ctrl-C stops everything this started.
+`, time.Since(start).Round(time.Millisecond), m.URL, m.URL, m.User, m.Password, opts.DataDir,
+		m.User, m.Password, m.URL, m.User, m.Password, m.URL, m.User, m.Password, m.URL)
+	<-ctx.Done()
+	fmt.Fprintln(os.Stderr, "stopping…")
+	return m.Close()
+}

@@ -1,0 +1,321 @@
+// Package allinone runs every function of omni-orchestrator in one process on one port, as
+// `make run` does and as the end-to-end tests do: SQLite in a data folder, the in-process router
+// that delivers by the Trigger manifests of config/, periodic resync through the PingSource
+// manifest, and either the two local simulated clusters (x86_64, aarch64) with one real
+// ApiServerSource adapter each, or the clusters a given cluster config folder names.
+package allinone
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/kelseyhightower/envconfig"
+	"go.uber.org/zap"
+	"knative.dev/pkg/logging"
+	"sigs.k8s.io/yaml"
+
+	"github.com/omnibuildplatform/omni-orchestrator/config"
+	"github.com/omnibuildplatform/omni-orchestrator/functions/query/query"
+	"github.com/omnibuildplatform/omni-orchestrator/functions/status-sync/statussync"
+	"github.com/omnibuildplatform/omni-orchestrator/functions/submit/submit"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/router"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/runtime"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/wiring"
+	"github.com/omnibuildplatform/omni-orchestrator/test/platform"
+)
+
+// Options configure an all-in-one run.
+type Options struct {
+	// DataDir holds the SQLite database, the generated credentials and cluster configs. Default .data.
+	DataDir string
+	// Addr is the listen address. Default 127.0.0.1:8088 (never 8080: the adapter probes it).
+	Addr string
+	// ClustersDir, when set, names per-arch cluster configs of real clusters: no local cluster
+	// is started (and no tools are built). Default: $OMNI_CLUSTERS_DIR if set, else local clusters.
+	ClustersDir string
+	// ResyncInterval makes the resync PingSource fire at this interval instead of its schedule.
+	ResyncInterval time.Duration
+	// BackoffScale multiplies the Broker's retry delays (tests shrink them). Default 1.
+	BackoffScale float64
+	// Platform tunes the local clusters.
+	Platform platform.Options
+	// Logger receives the functions' logs. Default: a production logger at info.
+	Logger *zap.SugaredLogger
+	// Progress receives human progress lines. Default: discarded.
+	Progress io.Writer
+}
+
+// Main is a running all-in-one.
+type Main struct {
+	// URL is the base URL of the API, e.g. http://127.0.0.1:8088.
+	URL string
+	// User and Password are the admin credentials of the local mode.
+	User, Password string
+	Env            wiring.Env
+	Deps           *wiring.Deps
+	Router         *router.Router
+	// Platform is the local clusters (nil when ClustersDir named real ones).
+	Platform *platform.Platform
+	// StatusSync is the status-sync handler (tests call Resync on it).
+	StatusSync *statussync.Handler
+
+	cancel     context.CancelFunc
+	server     *http.Server
+	done       chan struct{}
+	closeOnce  sync.Once
+	closeErr   error
+	deadMu     sync.Mutex
+	deadLetter []event.Event
+}
+
+// Start starts everything. On error, whatever was started is stopped.
+func Start(ctx context.Context, opts Options) (_ *Main, err error) {
+	if opts.DataDir == "" {
+		opts.DataDir = ".data"
+	}
+	if opts.Addr == "" {
+		opts.Addr = "127.0.0.1:8088"
+	}
+	if opts.Logger == nil {
+		if opts.Logger, err = runtime.NewLogger("info"); err != nil {
+			return nil, err
+		}
+	}
+	if opts.Progress == nil {
+		opts.Progress = io.Discard
+	}
+	if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data folder: %w", err)
+	}
+	dataDir, err := filepath.Abs(opts.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	runCtx, cancel := context.WithCancel(logging.WithLogger(context.WithoutCancel(ctx), opts.Logger))
+	m := &Main{cancel: cancel, done: make(chan struct{})}
+	ln, err := net.Listen("tcp", opts.Addr)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			if m.server == nil {
+				ln.Close()
+			}
+			_ = m.Close()
+		}
+	}()
+	m.URL = "http://" + ln.Addr().String()
+	sink := m.URL + "/broker/omni/default"
+
+	if m.Env, err = localEnv(dataDir, sink); err != nil {
+		return nil, err
+	}
+	if m.User, m.Password, err = localCredentials(dataDir, &m.Env); err != nil {
+		return nil, err
+	}
+	if opts.ClustersDir != "" {
+		m.Env.ClustersDir = opts.ClustersDir
+	} else if _, set := os.LookupEnv("OMNI_CLUSTERS_DIR"); !set {
+		po := opts.Platform
+		po.Sink = sink
+		if po.WorkDir == "" {
+			po.WorkDir = filepath.Join(dataDir, "platform")
+		}
+		if po.Log == nil {
+			po.Log = opts.Progress
+		}
+		fmt.Fprintln(opts.Progress, "starting local clusters x86_64 and aarch64 (kwok + real Kubernetes control plane + Knative ApiServerSource adapter)…")
+		if m.Platform, err = platform.Start(ctx, po); err != nil {
+			return nil, fmt.Errorf("start local clusters: %w", err)
+		}
+		m.Env.ClustersDir = filepath.Join(dataDir, "clusters")
+		if err := writeClusterConfigs(m.Env.ClustersDir, m.Platform); err != nil {
+			return nil, err
+		}
+	}
+
+	if m.Deps, err = m.Env.Build(runCtx); err != nil {
+		return nil, err
+	}
+	submitFn, err := submit.NewFunction(runCtx, m.Env, m.Deps)
+	if err != nil {
+		return nil, err
+	}
+	queryFn, err := query.NewFunction(runCtx, m.Env, m.Deps)
+	if err != nil {
+		return nil, err
+	}
+	m.StatusSync = &statussync.Handler{Store: m.Deps.Store, Observer: statussync.KubeObserver{Clusters: m.Deps.Clusters},
+		Emitter: m.Deps.Emitter, Grace: m.Env.ResyncGrace}
+	statusFn, err := statussync.NewFunctionFor(runCtx, m.StatusSync, m.Deps)
+	if err != nil {
+		return nil, err
+	}
+
+	cfg, err := router.Load(config.FS)
+	if err != nil {
+		return nil, fmt.Errorf("load config/: %w", err)
+	}
+	ropts := []router.Option{router.WithLogger(opts.Logger.Named("router"))}
+	if opts.BackoffScale > 0 {
+		ropts = append(ropts, router.WithBackoffScale(opts.BackoffScale))
+	}
+	if opts.ResyncInterval > 0 {
+		ropts = append(ropts, router.WithPingInterval(opts.ResyncInterval))
+	}
+	m.Router, err = router.New(cfg, router.Handlers(map[string]http.Handler{
+		statussync.Name:    statusFn.Handler(),
+		"omni-dead-letter": http.HandlerFunc(m.serveDeadLetter),
+	}), ropts...)
+	if err != nil {
+		return nil, fmt.Errorf("router: %w", err)
+	}
+	go func() { _ = m.Router.RunPing(runCtx) }()
+
+	broker := &runtime.Function{Name: "broker", Routes: func(mux *http.ServeMux) {
+		mux.Handle("/broker/", http.StripPrefix("/broker", m.Router))
+	}}
+	m.server = &http.Server{
+		Handler:           runtime.Mux(runCtx, submitFn, queryFn, broker),
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return runCtx },
+	}
+	go func() {
+		defer close(m.done)
+		if err := m.server.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			opts.Logger.Errorw("server stopped", "error", err)
+		}
+	}()
+	return m, nil
+}
+
+// Close stops the server, drains the router, stops the local clusters and closes the store.
+func (m *Main) Close() error {
+	m.closeOnce.Do(func() {
+		var errs []error
+		if m.server != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			errs = append(errs, m.server.Shutdown(sctx))
+			cancel()
+		}
+		if m.Router != nil {
+			dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			if err := m.Router.Drain(dctx); err != nil {
+				errs = append(errs, m.Router.Close())
+			}
+			cancel()
+		}
+		m.cancel()
+		if m.Platform != nil {
+			m.Platform.Stop()
+		}
+		if m.Deps != nil && m.Deps.Store != nil {
+			errs = append(errs, m.Deps.Store.Close())
+		}
+		if m.server != nil {
+			<-m.done
+		}
+		m.closeErr = errors.Join(errs...)
+	})
+	return m.closeErr
+}
+
+// DeadLetters returns the events the Broker gave up on so far.
+func (m *Main) DeadLetters() []event.Event {
+	m.deadMu.Lock()
+	defer m.deadMu.Unlock()
+	return append([]event.Event(nil), m.deadLetter...)
+}
+
+func (m *Main) serveDeadLetter(w http.ResponseWriter, r *http.Request) {
+	h, err := runtime.CloudEvents(r.Context(), func(ctx context.Context, e event.Event) {
+		logging.FromContext(ctx).Warnw("dead letter", "id", e.ID(), "type", e.Type(), "subject", e.Subject(),
+			"error", e.Extensions()["knativeerrorcode"], "dest", e.Extensions()["knativeerrordest"])
+		m.deadMu.Lock()
+		m.deadLetter = append(m.deadLetter, e)
+		m.deadMu.Unlock()
+	})
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	h.ServeHTTP(w, r)
+}
+
+// localEnv reads the functions' environment, filling what is unset with the local mode's values.
+func localEnv(dataDir, sink string) (wiring.Env, error) {
+	var env wiring.Env
+	if err := envconfig.Process("", &env); err != nil {
+		return env, fmt.Errorf("read environment: %w", err)
+	}
+	key, err := persistentKey(filepath.Join(dataDir, "page-token.key"))
+	if err != nil {
+		return env, err
+	}
+	for name, set := range map[string]func(){
+		"OMNI_STORE":          func() { env.Store = "sqlite:" + filepath.Join(dataDir, "omni.db") },
+		"OMNI_HTPASSWD":       func() { env.Htpasswd = filepath.Join(dataDir, "htpasswd") },
+		"OMNI_USERS":          func() { env.Users = filepath.Join(dataDir, "users.yaml") },
+		"K_SINK":              func() { env.Sink = sink },
+		"OMNI_PAGE_TOKEN_KEY": func() { env.PageTokenKey = key },
+	} {
+		if _, ok := os.LookupEnv(name); !ok {
+			set()
+		}
+	}
+	return env, nil
+}
+
+func persistentKey(path string) (string, error) {
+	if b, err := os.ReadFile(path); err == nil {
+		return strings.TrimSpace(string(b)), nil
+	}
+	k := make([]byte, 32)
+	_, _ = rand.Read(k)
+	s := base64.StdEncoding.EncodeToString(k)
+	if err := os.WriteFile(path, []byte(s+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write page token key: %w", err)
+	}
+	return s, nil
+}
+
+// writeClusterConfigs writes config/clusters-style files for the local clusters.
+func writeClusterConfigs(dir string, p *platform.Platform) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	byArch := map[string]*kube.ArchConfig{}
+	for _, c := range p.Clusters() {
+		ac := byArch[c.Arch]
+		if ac == nil {
+			ac = &kube.ArchConfig{Arch: c.Arch}
+			byArch[c.Arch] = ac
+		}
+		ac.Instances = append(ac.Instances, kube.Instance{Name: c.Name, Kubeconfig: c.Kubeconfig, Namespace: "default"})
+	}
+	for arch, ac := range byArch {
+		b, err := yaml.Marshal(ac)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, arch+".yaml"), b, 0o600); err != nil {
+			return fmt.Errorf("write cluster config: %w", err)
+		}
+	}
+	return nil
+}
