@@ -13,8 +13,10 @@ import (
 	"sort"
 	"strings"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"knative.dev/eventing/pkg/apis/eventing"
 	eventingv1 "knative.dev/eventing/pkg/apis/eventing/v1"
 	sourcesv1 "knative.dev/eventing/pkg/apis/sources/v1"
 	"knative.dev/pkg/apis"
@@ -132,6 +134,10 @@ func (c *Config) addDoc(doc []byte) error {
 			return fmt.Errorf("broker: %w", err)
 		}
 		defaultNamespace(&b.ObjectMeta.Namespace)
+		if b.Annotations[eventingv1.BrokerClassAnnotationKey] == "" {
+			// What config-br-defaults of a Knative release install gives every Broker.
+			metav1.SetMetaDataAnnotation(&b.ObjectMeta, eventingv1.BrokerClassAnnotationKey, eventing.MTChannelBrokerClassValue)
+		}
 		b.SetDefaults(ctx)
 		if err := validate(ctx, b); err != nil {
 			return fmt.Errorf("broker %s/%s: %w", b.Namespace, b.Name, err)

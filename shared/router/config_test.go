@@ -127,7 +127,7 @@ func TestProjectConfigDeadLetter(t *testing.T) {
 		t.Fatalf("omni-dead-letter got %d events, want 1", len(letters))
 	}
 	ext := letters[0].event.Extensions()
-	if ext["knativeerrordest"] != "http://status-sync.omni.svc.cluster.local/" || ext["knativeerrorcode"] != int32(400) {
+	if ext["knativeerrordest"] != "http://status-sync.omni.svc.cluster.local/" || ext["knativeerrorcode"] != "400" {
 		t.Errorf("dead letter extensions = %v", ext)
 	}
 }
@@ -236,12 +236,13 @@ func TestLoad(t *testing.T) {
 		},
 		"unknown field": {
 			files:   map[string]string{"t.yaml": strings.Replace(triggerYAML("t", ""), "broker: default", "broker: default\n  brokr: x", 1)},
-			wantErr: `unknown field "spec.brokr"`,
+			wantErr: `unknown field "brokr"`,
 		},
 		"invalid filter rejected like the webhook does": {
 			files: map[string]string{"t.yaml": triggerYAML("t", `
   filters:
-    - exact: {type: a, source: b}`)},
+    - exact: {type: a}
+      prefix: {source: b}`)},
 			wantErr: "trigger omni/t",
 		},
 		"invalid cesql": {
@@ -252,7 +253,7 @@ func TestLoad(t *testing.T) {
 		},
 		"broker without class": {
 			files:   map[string]string{"b.yaml": strings.Replace(brokerYAML, "    eventing.knative.dev/broker.class: MTChannelBasedBroker\n", "    x: y\n", 1)},
-			wantErr: "", // defaulted, as the webhook does
+			wantErr: "", // defaulted, as config-br-defaults does
 			want:    [3]int{1, 0, 0},
 		},
 		"bad schedule": {
@@ -354,7 +355,7 @@ spec:
 		"ref and relative uri without slash": {sink: `    ref: {apiVersion: serving.knative.dev/v1, kind: Service, name: svc}
     uri: resync`, wantPath: "/resync"},
 		"ref and absolute uri": {sink: `    ref: {apiVersion: serving.knative.dev/v1, kind: Service, name: svc}
-    uri: http://elsewhere.example/x`, wantErr: "absolute URI is not allowed"},
+    uri: http://elsewhere.example/x`, wantErr: "bsolute URI is not allowed"},
 		"ref to a core Service": {sink: `    ref: {apiVersion: v1, kind: Service, name: svc}`, wantPath: "/"},
 	}
 	for name, tc := range tests {

@@ -299,6 +299,7 @@ func (r *Router) ingest(k brokerKey, ev cloudevents.Event, internal bool) error 
 	if err := ev.Validate(); err != nil {
 		return fmt.Errorf("invalid event: %w", err)
 	}
+	ev = ev.Clone() // the caller's event shares its context
 	ttl := nextTTL(ev)
 	if ttl <= 0 {
 		return fmt.Errorf("invalid event: %s reached 0 (a reply loop?)", ttlAttribute)

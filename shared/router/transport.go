@@ -25,7 +25,10 @@ func (t *inProcess) RoundTrip(req *http.Request) (*http.Response, error) {
 	// Shape the request as a server would receive it.
 	sreq := req.Clone(req.Context())
 	sreq.URL = &url.URL{Path: req.URL.Path, RawPath: req.URL.RawPath, RawQuery: req.URL.RawQuery}
-	sreq.RequestURI = req.URL.RequestURI()
+	if sreq.URL.Path == "" {
+		sreq.URL.Path = "/" // what the client puts on the wire
+	}
+	sreq.RequestURI = sreq.URL.RequestURI()
 	sreq.Host = req.URL.Host
 	sreq.RemoteAddr = "in-process"
 	sreq.Proto, sreq.ProtoMajor, sreq.ProtoMinor = "HTTP/1.1", 1, 1

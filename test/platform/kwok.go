@@ -37,6 +37,12 @@ func (c *Cluster) kwokConfig() ([]byte, error) {
 			"kubeSchedulerPort":           c.ports.scheduler,
 			"kwokControllerPort":          c.ports.kwok,
 		},
+		// The API server reaches "kubelets" (kwok) for pods/log by the node's InternalIP, which
+		// our nodes set to 127.0.0.1; their host names do not resolve.
+		"componentsPatches": []any{map[string]any{
+			"name":      "kube-apiserver",
+			"extraArgs": []any{map[string]any{"key": "kubelet-preferred-address-types", "value": "InternalIP"}},
+		}},
 	}
 	logs := map[string]any{
 		"apiVersion": "kwok.x-k8s.io/v1alpha1",

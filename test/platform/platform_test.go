@@ -104,6 +104,12 @@ func testJobCompletes(t *testing.T, sink *sink, c *platform.Cluster) {
 		}
 	}
 
+	// pods/log answers with the cluster's log file.
+	logs, err := cs.CoreV1().Pods("default").GetLogs(pod.Name, &corev1.PodLogOptions{Container: "fetch"}).DoRaw(ctx)
+	if err != nil || !strings.Contains(string(logs), "step done") {
+		t.Errorf("logs of step fetch: %q, %v; want the lines of %s", logs, err, c.LogsFile)
+	}
+
 	// The adapter reported the Job and its Pod, marked with the cluster's name.
 	for _, want := range []struct{ kind, name, typ string }{
 		{"Job", job.Name, "dev.knative.apiserver.resource.add"},

@@ -72,24 +72,22 @@ func observe(j *jobs.Job, key, rv string, deleted bool) Outcome {
 }
 
 // ApplyJob applies a snapshot of the job's Kubernetes Job. deleted says it came with a delete.
+// The Job's own end time (completionTime, or the Failed condition's time) is the job's end
+// whenever a Job snapshot shows it, so the result does not depend on which event came first.
 func ApplyJob(j *jobs.Job, kj *batchv1.Job, deleted bool, now time.Time) Outcome {
 	before := j.Clone()
 	if o := observe(j, "Job/"+kj.Name, kj.ResourceVersion, deleted); o != Recorded {
 		return o
 	}
-	for _, c := range kj.Status.Conditions {
-		if c.Status != corev1.ConditionTrue {
-			continue
-		}
-		switch c.Type {
-		case batchv1.JobComplete, batchv1.JobSuccessCriteriaMet:
-			finish(j, jobs.StatusSucceeded, "", "", timeOr(c.LastTransitionTime, now))
-		case batchv1.JobFailed, batchv1.JobFailureTarget:
-			finish(j, jobs.StatusFailed, c.Reason, c.Message, timeOr(c.LastTransitionTime, now))
+	if s, reason, msg, end := jobEnd(kj); s != "" {
+		finish(j, s, reason, msg, end)
+		if j.Status == s {
+			end = end.UTC()
+			j.FinishedAt = &end
 		}
 	}
 	if kj.Status.Ready != nil && *kj.Status.Ready > 0 {
-		start(j, timeOr(ptrTime(kj.Status.StartTime), now))
+		start(j, nil)
 	}
 	if deleted && !j.Status.Terminal() {
 		if j.CancelRequested {
@@ -103,6 +101,25 @@ func ApplyJob(j *jobs.Job, kj *batchv1.Job, deleted bool, now time.Time) Outcome
 	return touch(before, j, now)
 }
 
+// jobEnd returns the terminal status a Job snapshot shows, if any, with its reason and time.
+func jobEnd(kj *batchv1.Job) (jobs.Status, string, string, time.Time) {
+	for _, c := range kj.Status.Conditions {
+		if c.Status == corev1.ConditionTrue && (c.Type == batchv1.JobFailed || c.Type == batchv1.JobFailureTarget) {
+			return jobs.StatusFailed, c.Reason, c.Message, c.LastTransitionTime.Time
+		}
+	}
+	for _, c := range kj.Status.Conditions {
+		if c.Status == corev1.ConditionTrue && (c.Type == batchv1.JobComplete || c.Type == batchv1.JobSuccessCriteriaMet) {
+			end := c.LastTransitionTime.Time
+			if kj.Status.CompletionTime != nil {
+				end = kj.Status.CompletionTime.Time
+			}
+			return jobs.StatusSucceeded, "", "", end
+		}
+	}
+	return "", "", "", time.Time{}
+}
+
 // ApplyPod applies a snapshot of one of the job's pods: its containers are the job's steps.
 func ApplyPod(j *jobs.Job, pod *corev1.Pod, deleted bool, now time.Time) Outcome {
 	before := j.Clone()
@@ -113,22 +130,19 @@ func ApplyPod(j *jobs.Job, pod *corev1.Pod, deleted bool, now time.Time) Outcome
 	for _, cs := range statuses {
 		mergeStep(j, stepOf(cs))
 	}
+	started := pod.Status.Phase != corev1.PodPending
+	for _, s := range j.Steps {
+		started = started || s.Status != jobs.StepWaiting
+	}
+	if started {
+		start(j, ptrTime(pod.Status.StartTime)) // the earliest pod start is the job's start
+	}
 	switch pod.Status.Phase {
-	case corev1.PodRunning:
-		start(j, timeOr(ptrTime(pod.Status.StartTime), now))
 	case corev1.PodSucceeded:
 		// backoffLimit is 0 and completions 1: the pod's end is the job's end.
 		finish(j, jobs.StatusSucceeded, "", "", lastFinish(j, now))
 	case corev1.PodFailed:
 		finish(j, jobs.StatusFailed, pod.Status.Reason, pod.Status.Message, lastFinish(j, now))
-	}
-	if !j.Status.Terminal() {
-		for _, s := range j.Steps {
-			if s.Status != jobs.StepWaiting {
-				start(j, timeOr(ptrTime(pod.Status.StartTime), now))
-				break
-			}
-		}
 	}
 	explainFailure(j)
 	return touch(before, j, now)
@@ -161,13 +175,14 @@ func touch(before, j *jobs.Job, now time.Time) Outcome {
 	return Changed
 }
 
-func start(j *jobs.Job, at time.Time) {
+// start moves a pending job to running and keeps the earliest known start time.
+func start(j *jobs.Job, at *time.Time) {
 	if j.Status == jobs.StatusPending {
 		j.Status = jobs.StatusRunning
 	}
-	if j.StartedAt == nil {
-		at = at.UTC()
-		j.StartedAt = &at
+	if at != nil && (j.StartedAt == nil || at.Before(*j.StartedAt)) {
+		t := at.UTC()
+		j.StartedAt = &t
 	}
 }
 
@@ -203,12 +218,6 @@ func explainFailure(j *jobs.Job) {
 		msg := fmt.Sprintf("step %s failed with exit code %d (%s)", s.Name, code, s.Reason)
 		if s.Message != "" {
 			msg += ": " + s.Message
-		}
-		if j.Reason != "" {
-			msg += "; job: " + j.Reason
-			if j.Message != "" {
-				msg += ": " + j.Message
-			}
 		}
 		j.Reason, j.Message = ReasonStepFailed, msg
 		return
@@ -299,18 +308,4 @@ func ptrTime(t *metav1.Time) *time.Time {
 	}
 	u := t.Time.UTC()
 	return &u
-}
-
-func timeOr(t any, now time.Time) time.Time {
-	switch v := t.(type) {
-	case metav1.Time:
-		if !v.IsZero() {
-			return v.Time
-		}
-	case *time.Time:
-		if v != nil {
-			return *v
-		}
-	}
-	return now
 }
