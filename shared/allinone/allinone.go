@@ -6,6 +6,7 @@
 package allinone
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -20,7 +21,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/binding"
 	"github.com/cloudevents/sdk-go/v2/event"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"github.com/kelseyhightower/envconfig"
 	"go.uber.org/zap"
 	"knative.dev/pkg/logging"
@@ -56,6 +59,9 @@ type Options struct {
 	Logger *zap.SugaredLogger
 	// Progress receives human progress lines. Default: discarded.
 	Progress io.Writer
+	// Tap, when set, sees every event the router delivered to a function, after the function
+	// answered (tests record and replay them).
+	Tap func(function string, e event.Event)
 }
 
 // Main is a running all-in-one.
@@ -179,7 +185,7 @@ func Start(ctx context.Context, opts Options) (_ *Main, err error) {
 		ropts = append(ropts, router.WithPingInterval(opts.ResyncInterval))
 	}
 	m.Router, err = router.New(cfg, router.Handlers(map[string]http.Handler{
-		statussync.Name:    statusFn.Handler(),
+		statussync.Name:    tap(statussync.Name, statusFn.Handler(), opts.Tap),
 		"omni-dead-letter": http.HandlerFunc(m.serveDeadLetter),
 	}), ropts...)
 	if err != nil {
@@ -318,4 +324,25 @@ func writeClusterConfigs(dir string, p *platform.Platform) error {
 		}
 	}
 	return nil
+}
+
+// tap calls fn with each event h was given, once h has answered.
+func tap(name string, h http.Handler, fn func(string, event.Event)) http.Handler {
+	if fn == nil {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		h.ServeHTTP(w, r)
+		r2 := r.Clone(r.Context())
+		r2.Body = io.NopCloser(bytes.NewReader(body))
+		if e, err := binding.ToEvent(r.Context(), cehttp.NewMessageFromHttpRequest(r2)); err == nil {
+			fn(name, *e)
+		}
+	})
 }

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -173,23 +174,25 @@ func parse(htpasswd, users []byte) (*state, error) {
 }
 
 // Authenticate returns the Principal for user and password, or ErrUnauthorized.
-func (a *Authenticator) Authenticate(user, password string) (Principal, error) {
+func (a *Authenticator) Authenticate(user, password string) (*Principal, error) {
 	s := a.state.Load()
 	hash, known := s.hashes[user]
 	if !known {
 		a.bcrypts.Add(1)
 		_ = bcrypt.CompareHashAndPassword(dummyHash, []byte(password))
-		return Principal{}, ErrUnauthorized
+		return nil, ErrUnauthorized
 	}
 	key := sha256.Sum256([]byte(user + ":" + password))
 	if !a.cached(key, hash) {
 		a.bcrypts.Add(1)
 		if bcrypt.CompareHashAndPassword(hash, []byte(password)) != nil {
-			return Principal{}, ErrUnauthorized
+			return nil, ErrUnauthorized
 		}
 		a.remember(key, hash)
 	}
-	return s.users[user], nil
+	p := s.users[user]
+	p.Services = slices.Clone(p.Services)
+	return &p, nil
 }
 
 func (a *Authenticator) cached(key [32]byte, hash []byte) bool {
@@ -314,12 +317,15 @@ func (a *Authenticator) Watch(ctx context.Context) error {
 	}
 }
 
-// HashPassword returns a bcrypt hash of password for an htpasswd line ("user:" + hash), as
-// `htpasswd -B` would; the local mode uses it to create its credential.
-func HashPassword(password string) (string, error) {
+// HashPassword returns the htpasswd line "user:<bcrypt hash>" for user and password, as
+// `htpasswd -nbB user password` prints it; the local mode uses it to create its credential.
+func HashPassword(user, password string) (string, error) {
+	if user == "" || strings.ContainsAny(user, ":\r\n") {
+		return "", fmt.Errorf("hash password: user %q must be non-empty, without ':' or line breaks", user)
+	}
 	h, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
 	if err != nil {
 		return "", fmt.Errorf("hash password: %w", err)
 	}
-	return string(h), nil
+	return user + ":" + string(h), nil
 }

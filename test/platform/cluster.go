@@ -113,10 +113,6 @@ func (c *Cluster) start(ctx context.Context) error {
 // create runs kwokctl create cluster with our config: pinned binaries, ports chosen here (so
 // that clusters of parallel test processes never pick the same ones), our stages and logs.
 func (c *Cluster) create(ctx context.Context) error {
-	var err error
-	if c.ports, err = freePorts(); err != nil {
-		return err
-	}
 	cfg, err := c.kwokConfig()
 	if err != nil {
 		return err
@@ -146,24 +142,19 @@ func (c *Cluster) kwokEnv() []string {
 	return []string{"KWOK_WORKDIR=" + c.p.kwokDir}
 }
 
-// freePorts picks six distinct free TCP ports (from the kernel's ephemeral range, so never 8080).
-func freePorts() (ports, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
+// freePorts picks n distinct free TCP ports, all at once so that none is picked twice (from the
+// kernel's ephemeral range, so never 8080).
+func freePorts(n int) ([]int, error) {
 	var ps []int
-	for range 6 {
+	for range n {
 		l, err := net.Listen("tcp", ":0")
 		if err != nil {
-			return ports{}, fmt.Errorf("pick a free port: %w", err)
+			return nil, fmt.Errorf("pick a free port: %w", err)
 		}
-		ls = append(ls, l)
+		defer l.Close()
 		ps = append(ps, l.Addr().(*net.TCPAddr).Port)
 	}
-	return ports{etcd: ps[0], etcdPeer: ps[1], apiserver: ps[2], controllerManager: ps[3], scheduler: ps[4], kwok: ps[5]}, nil
+	return ps, nil
 }
 
 func (c *Cluster) connect() error {
@@ -185,7 +176,7 @@ func (c *Cluster) connect() error {
 func (c *Cluster) waitReady(ctx context.Context) error {
 	cs := c.clientset
 	var last error
-	err := poll(ctx, func(ctx context.Context) (bool, error) {
+	err := c.pollComponents(ctx, func(ctx context.Context) (bool, error) {
 		b, err := cs.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
 		last = fmt.Errorf("/readyz: %v %s", err, b)
 		return err == nil && strings.TrimSpace(string(b)) == "ok", nil
@@ -204,7 +195,7 @@ func (c *Cluster) waitReady(ctx context.Context) error {
 			return fmt.Errorf("create namespace %s: %w", ns, err)
 		}
 	}
-	err = poll(ctx, func(ctx context.Context) (bool, error) {
+	err = c.pollComponents(ctx, func(ctx context.Context) (bool, error) {
 		for _, name := range c.Nodes {
 			n, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
 			if err != nil {
@@ -221,7 +212,7 @@ func (c *Cluster) waitReady(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("wait for nodes: %w (last: %v)", err, last)
 	}
-	err = poll(ctx, func(ctx context.Context) (bool, error) {
+	err = c.pollComponents(ctx, func(ctx context.Context) (bool, error) {
 		for _, ns := range c.p.opts.Namespaces {
 			if _, err := cs.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{}); err != nil {
 				last = fmt.Errorf("namespace %s: service account default: %v", ns, err)
@@ -239,6 +230,21 @@ func (c *Cluster) waitReady(ctx context.Context) error {
 // poll calls cond every 100ms until it is done, fails, or ctx ends.
 func poll(ctx context.Context, cond wait.ConditionWithContextFunc) error {
 	return wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, cond)
+}
+
+// pollComponents is poll that also fails as soon as a component of the cluster has exited
+// (say, a port taken between our choice and its start), rather than at the deadline.
+func (c *Cluster) pollComponents(ctx context.Context, cond wait.ConditionWithContextFunc) error {
+	return poll(ctx, func(ctx context.Context) (bool, error) {
+		files, _ := filepath.Glob(filepath.Join(c.KwokDir, "pids", "*.pid"))
+		for _, f := range files {
+			if pids := readPidFiles(f); len(pids) == 1 && !alive(pids[0]) {
+				name := strings.TrimSuffix(filepath.Base(f), ".pid")
+				return false, fmt.Errorf("%s exited\n%s", name, fileTail(filepath.Join(c.KwokDir, "logs", name+".log"), tailLines))
+			}
+		}
+		return cond(ctx)
+	})
 }
 
 func nodeReady(n *corev1.Node) bool {
@@ -304,7 +310,7 @@ func (c *Cluster) stop() {
 	if !created {
 		return
 	}
-	pids := readPidFiles(filepath.Join(c.KwokDir, "pids"))
+	pids := readPidFiles(filepath.Join(c.KwokDir, "pids", "*.pid"))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := runProcess(ctx, "kwokctl delete cluster", c.Dir, filepath.Join(c.Dir, "kwokctl.log"), c.kwokEnv(),

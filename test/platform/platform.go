@@ -6,7 +6,8 @@
 //
 // Pods of a Job walk through their init containers one by one, then their containers, each
 // "step" running for a short time (kwok stages in kwok/pod-stages.yaml). Tests steer them with
-// pod annotations (set them on the Job's pod template):
+// pod annotations or labels (annotations win; the end-to-end tests pass them as job labels, which
+// submit puts on the pod):
 //
 //	omni.test/fail-step: <container>     that init or main container fails; the pod ends Failed
 //	omni.test/exit-code: "3"             ... with this exit code (default 1, must not be 0)
@@ -137,11 +138,17 @@ func Start(ctx context.Context, opts Options) (_ *Platform, err error) {
 	}
 
 	suffix := randomSuffix()
-	for _, spec := range opts.Clusters {
+	free, err := freePorts(6 * len(opts.Clusters))
+	if err != nil {
+		return nil, err
+	}
+	for i, spec := range opts.Clusters {
 		c, err := newCluster(p, spec, suffix)
 		if err != nil {
 			return nil, err
 		}
+		ps := free[6*i:]
+		c.ports = ports{etcd: ps[0], etcdPeer: ps[1], apiserver: ps[2], controllerManager: ps[3], scheduler: ps[4], kwok: ps[5]}
 		p.clusters = append(p.clusters, c)
 	}
 

@@ -173,10 +173,10 @@ func fileTail(path string, n int) string {
 	return path + ":\n" + tail(b, n)
 }
 
-// readPidFiles returns the pids written in the *.pid files of dir (kwokctl writes one per
-// component it starts, with setsid, so each pid is also its process group).
-func readPidFiles(dir string) []int {
-	files, _ := filepath.Glob(filepath.Join(dir, "*.pid"))
+// readPidFiles returns the pids written in the files matching pattern (kwokctl writes one
+// <component>.pid per component it starts, with setsid, so each pid is also its process group).
+func readPidFiles(pattern string) []int {
+	files, _ := filepath.Glob(pattern)
 	var pids []int
 	for _, f := range files {
 		b, err := os.ReadFile(f)
@@ -188,6 +188,20 @@ func readPidFiles(dir string) []int {
 		}
 	}
 	return pids
+}
+
+// alive reports whether the process pid runs (a zombie does not).
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// pid (comm) state ...; comm may hold spaces and parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return false
+	}
+	return b[i+2] != 'Z' && b[i+2] != 'X'
 }
 
 // killInDir kills the process group of each pid whose process still runs in dir (kwokctl starts
