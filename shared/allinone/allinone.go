@@ -185,7 +185,7 @@ func Start(ctx context.Context, opts Options) (_ *Main, err error) {
 		ropts = append(ropts, router.WithPingInterval(opts.ResyncInterval))
 	}
 	m.Router, err = router.New(cfg, router.Handlers(map[string]http.Handler{
-		statussync.Name:    tap(statussync.Name, statusFn.Handler(), opts.Tap),
+		statussync.Name:    tap(statussync.Name, statusFn.Handler(runCtx), opts.Tap),
 		"omni-dead-letter": http.HandlerFunc(m.serveDeadLetter),
 	}), ropts...)
 	if err != nil {

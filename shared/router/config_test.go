@@ -160,6 +160,10 @@ func TestProjectPingSource(t *testing.T) {
 	if err := r.Ping(ctx, "omni", "nope"); !errors.Is(err, router.ErrNoPingSource) {
 		t.Errorf("Ping(unknown) = %v, want ErrNoPingSource", err)
 	}
+	drain(t, r)
+	if err := r.Ping(ctx, "omni", "resync"); !errors.Is(err, router.ErrClosed) {
+		t.Errorf("Ping after Drain = %v, want ErrClosed", err)
+	}
 }
 
 func TestRunPing(t *testing.T) {

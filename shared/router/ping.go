@@ -66,7 +66,7 @@ func newPingSource(p *sourcesv1.PingSource, dests *destinations) (*pingSource, e
 }
 
 // RunPing fires every PingSource of the configuration on its schedule (or every
-// WithPingInterval) until ctx is done, then returns nil. Each tick sends one
+// WithPingInterval) until ctx is done or Drain or Close is called, then returns nil. Each tick sends one
 // dev.knative.sources.ping event straight to the PingSource's sink, not through the Broker,
 // retried like the mt-ping adapter does. Drain waits for sends in flight.
 func (r *Router) RunPing(ctx context.Context) error {
@@ -116,7 +116,8 @@ func (r *Router) pingLoop(ctx context.Context, p *pingSource, sched cron.Schedul
 }
 
 // Ping sends one event of PingSource namespace/name now, as a tick of its schedule would, and
-// returns when its sink acknowledged it, the retries are exhausted or ctx is done.
+// returns when its sink acknowledged it, the retries are exhausted or ctx is done. It returns
+// ErrClosed once Drain or Close was called.
 func (r *Router) Ping(ctx context.Context, namespace, name string) error {
 	for _, p := range r.pings {
 		if p.namespace == namespace && p.name == name {
@@ -133,10 +134,11 @@ func (r *Router) Ping(ctx context.Context, namespace, name string) error {
 	return fmt.Errorf("pingsource %s/%s: %w", namespace, name, ErrNoPingSource)
 }
 
+// startPing counts a ping send in, unless the router is draining or closed.
 func (r *Router) startPing() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.closed {
+	if r.draining {
 		return false
 	}
 	r.pinging++

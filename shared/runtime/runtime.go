@@ -50,12 +50,12 @@ type Function struct {
 	Close  func() error
 }
 
-// Handler returns fn's routes alone, without health or metrics routes (what the local router
-// delivers events to).
-func (fn *Function) Handler() http.Handler {
+// Handler returns fn's routes alone, without health or metrics routes but with the context's
+// logger and request metrics (what the local router delivers events to).
+func (fn *Function) Handler(ctx context.Context) http.Handler {
 	mux := http.NewServeMux()
 	fn.Routes(mux)
-	return mux
+	return instrument(logging.FromContext(ctx), mux)
 }
 
 // Main runs one function binary: main() { runtime.Main("submit", build) }. It exits non-zero

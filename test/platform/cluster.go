@@ -129,11 +129,21 @@ func (c *Cluster) create(ctx context.Context) error {
 	c.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	err = runProcess(ctx, "kwokctl create cluster", c.Dir, filepath.Join(c.Dir, "kwokctl.log"), c.kwokEnv(),
+	proc, err := startProcess("kwokctl create cluster", c.Dir, filepath.Join(c.Dir, "kwokctl.log"), c.kwokEnv(),
 		filepath.Join(c.p.binDir, "kwokctl"), "--name", c.KwokName, "-c", cfgPath,
 		"create", "cluster", "--runtime", "binary", "--kubeconfig", "", "--wait", "0s")
 	if err != nil {
-		return fmt.Errorf("%w%s", err, c.componentLogs())
+		return err
+	}
+	// kwokctl waits up to 2 minutes for an API server that may never come (say, its etcd died);
+	// a dead component ends the wait at once.
+	err = c.pollComponents(ctx, func(context.Context) (bool, error) { return proc.exited(), nil })
+	if err == nil {
+		err = proc.err
+	}
+	if err != nil {
+		proc.stop(5 * time.Second)
+		return fmt.Errorf("kwokctl create cluster: %w\n%s%s", err, tail(proc.output(), tailLines), c.componentLogs())
 	}
 	return nil
 }
