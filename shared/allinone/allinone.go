@@ -221,10 +221,9 @@ func (m *Main) Close() error {
 		}
 		if m.Router != nil {
 			dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			if err := m.Router.Drain(dctx); err != nil {
-				errs = append(errs, m.Router.Close())
-			}
+			_ = m.Router.Drain(dctx) // what is not done by then is dropped by Close
 			cancel()
+			errs = append(errs, m.Router.Close())
 		}
 		m.cancel()
 		if m.Platform != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -244,3 +245,41 @@ func waitK8sJob(t *testing.T, cluster, id string) {
 	}
 }
 
+
+// When the cluster refuses the Job (here a ResourceQuota allows no Jobs), the job is stored as
+// failed with the reason, the client gets a 502 naming it, and no object of it is left behind
+// (the ConfigMap created before the Job is removed).
+func TestCreateFailureLeavesFailedJobAndNoObjects(t *testing.T) {
+	const cluster = "x86_64"
+	cs := omni.Platform.Cluster(cluster).Clientset()
+	quota := &corev1.ResourceQuota{
+		ObjectMeta: metav1.ObjectMeta{Name: "e2e-no-jobs"},
+		Spec:       corev1.ResourceQuotaSpec{Hard: corev1.ResourceList{"count/jobs.batch": resource.MustParse("0")}},
+	}
+	if _, err := cs.CoreV1().ResourceQuotas("default").Create(context.Background(), quota, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cs.CoreV1().ResourceQuotas("default").Delete(context.Background(), quota.Name, metav1.DeleteOptions{})
+	})
+	r := alice.do(t, http.MethodPost, "/v1/jobs", rpmJob("team-a", cluster, nil))
+	if r.code != http.StatusBadGateway {
+		t.Fatalf("submit under a no-Jobs quota: %d %s, want 502", r.code, r.body)
+	}
+	p := problem(t, r)
+	id := strings.TrimPrefix(p.Instance, "/v1/jobs/")
+	if id == "" || r.header.Get("Location") != p.Instance {
+		t.Fatalf("problem without the failed job: %+v", p)
+	}
+	j := alice.do(t, http.MethodGet, "/v1/jobs/"+id, nil).job(t)
+	if j.Status != jobs.StatusFailed || j.Reason != "CreateFailed" || !strings.Contains(j.Message, "forbidden") || j.FinishedAt == nil {
+		t.Errorf("stored job: %s %s %q", j.Status, j.Reason, j.Message)
+	}
+	cms, err := cs.CoreV1().ConfigMaps("default").List(context.Background(), metav1.ListOptions{LabelSelector: jobIDLabel + "=" + id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(cms.Items) + len(k8sJobs(t, cluster, id)); n != 0 {
+		t.Errorf("%d objects of the failed job left on the cluster", n)
+	}
+}

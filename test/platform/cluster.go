@@ -110,8 +110,9 @@ func (c *Cluster) start(ctx context.Context) error {
 	return nil
 }
 
-// create runs kwokctl create cluster with our config: pinned binaries, ports chosen here (so
-// that clusters of parallel test processes never pick the same ones), our stages and logs.
+// create runs kwokctl create cluster with our config: pinned binaries, the ports Start chose
+// (kwokctl's own choice counts down from 32767 in every process, so parallel test processes
+// would collide), our stages and logs.
 func (c *Cluster) create(ctx context.Context) error {
 	cfg, err := c.kwokConfig()
 	if err != nil {
@@ -250,7 +251,7 @@ func (c *Cluster) pollComponents(ctx context.Context, cond wait.ConditionWithCon
 		for _, f := range files {
 			if pids := readPidFiles(f); len(pids) == 1 && !alive(pids[0]) {
 				name := strings.TrimSuffix(filepath.Base(f), ".pid")
-				return false, fmt.Errorf("%s exited\n%s", name, fileTail(filepath.Join(c.KwokDir, "logs", name+".log"), tailLines))
+				return false, fmt.Errorf("%s exited (its log is below)", name)
 			}
 		}
 		return cond(ctx)

@@ -17,10 +17,8 @@ import (
 
 // process is a child process in its own process group whose output goes to a log file.
 type process struct {
-	name    string
 	cmd     *exec.Cmd
 	logPath string
-	logFile *os.File
 	// logStart is the size of the log file when this run started (the file is appended to).
 	logStart int64
 	done     chan struct{}
@@ -51,7 +49,7 @@ func startProcess(name, dir, logPath string, env []string, bin string, args ...s
 		f.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	p := &process{name: name, cmd: cmd, logPath: logPath, logFile: f, logStart: st.Size(), done: make(chan struct{})}
+	p := &process{cmd: cmd, logPath: logPath, logStart: st.Size(), done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
 		f.Close()
@@ -99,8 +97,6 @@ func (p *process) stop(grace time.Duration) {
 		_ = syscall.Kill(-pgid, syscall.SIGKILL)
 		<-p.done
 	}
-	// Children that outlived the leader (none expected) go too.
-	_ = syscall.Kill(-pgid, syscall.SIGKILL)
 }
 
 // output returns what this run of the process wrote so far.
