@@ -60,6 +60,10 @@ func TestPlatform(t *testing.T) {
 			t.Parallel()
 			testFailedStep(t, p.Cluster("aarch64"))
 		})
+		t.Run("step durations", func(t *testing.T) {
+			t.Parallel()
+			testStepDurations(t, p.Cluster("x86_64"))
+		})
 		t.Run("wrong arch stays pending", func(t *testing.T) {
 			t.Parallel()
 			testWrongArchPending(t, p.Cluster("x86_64"))
@@ -156,6 +160,33 @@ func testFailedStep(t *testing.T, c *platform.Cluster) {
 	for _, s := range pod.Status.ContainerStatuses {
 		if s.State.Waiting == nil {
 			t.Errorf("container %s after a failed init container: %+v, want waiting", s.Name, s.State)
+		}
+	}
+}
+
+func testStepDurations(t *testing.T, c *platform.Cluster) {
+	ctx := testContext(t)
+	cs := c.Clientset()
+	ann := map[string]string{
+		platform.AnnotationStepDuration:             "1s",
+		platform.AnnotationDurationPrefix + "fetch": "2s",
+	}
+	if _, err := cs.BatchV1().Jobs("default").Create(ctx, newJob("timed", c.KubeArch, ann), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitJob(t, ctx, cs, "timed", batchv1.JobComplete)
+	pod := jobPod(t, ctx, cs, "timed")
+	want := map[string]time.Duration{"prepare": time.Second, "fetch": 2 * time.Second, "build": time.Second}
+	// The API keeps whole seconds; a step that ran d ends at least d (in whole seconds) after
+	// the second it started in.
+	for _, s := range append(pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses...) {
+		term := s.State.Terminated
+		if term == nil {
+			t.Errorf("step %s: %+v, want terminated", s.Name, s.State)
+			continue
+		}
+		if got := term.FinishedAt.Sub(term.StartedAt.Time); got < want[s.Name] {
+			t.Errorf("step %s ran %s, want at least %s", s.Name, got, want[s.Name])
 		}
 	}
 }
