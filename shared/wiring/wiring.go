@@ -153,6 +153,7 @@ func (e Env) Build(ctx context.Context) (*Deps, error) {
 	if d.Auth, err = e.Auth(); err != nil {
 		return nil, fmt.Errorf("load credentials: %w", err)
 	}
+	go func() { _ = d.Auth.Watch(ctx) }() // mounted Secrets change in place
 	if d.Emitter, err = e.Emitter(ctx); err != nil {
 		return nil, err
 	}
