@@ -23,6 +23,8 @@ run: tools ## Run everything locally: two simulated clusters, all functions on o
 .PHONY: test
 test: tools ## Vet and run every test (real local clusters; Cassandra only with OMNI_TEST_CASSANDRA=host:port).
 	$(GO) vet ./...
+	@# The Cassandra contract suite runs only against a real Cassandra; say so either way.
+	$(GO) test -count=1 -v -run '^TestContract$$' ./shared/cassandra/ | grep -E '^(--- |ok|FAIL|\s+cassandra_test)'
 	$(GO) test $(TEST_FLAGS) ./...
 
 .PHONY: bench

@@ -1,0 +1,299 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/omnibuildplatform/omni-orchestrator/shared/auth"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/sqlite"
+)
+
+// helloSource is the baseline server: net/http answering /readyz, nothing else.
+const helloSource = `package main
+
+import (
+	"net/http"
+	"os"
+)
+
+func main() {
+	http.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
+	if err := http.ListenAndServe(":"+os.Getenv("PORT"), nil); err != nil {
+		os.Exit(1)
+	}
+}
+`
+
+// functionBinaries are the function commands measured, by binary name.
+var functionBinaries = []string{"submit", "status-sync", "query"}
+
+// startSample is one binary's starts: time to ready, VmRSS when ready, SIGTERM to exit.
+type startSample struct {
+	ready, stop sample
+	rss         []float64 // MiB
+}
+
+func BenchmarkColdStart(b *testing.B) {
+	m := allInOne(b) // for the local clusters' configs the functions load
+	dir := b.TempDir()
+	binDir := filepath.Join(dir, "bin")
+	if err := buildBinaries(binDir); err != nil {
+		b.Fatal(err)
+	}
+	env, err := functionEnv(dir, m.Env.ClustersDir, m.URL+"/broker/omni/default")
+	if err != nil {
+		b.Fatal(err)
+	}
+
+	var mu sync.Mutex
+	res := map[string]startSample{}
+	for _, name := range append([]string{"hello"}, functionBinaries...) {
+		b.Run(name, func(b *testing.B) {
+			var s startSample
+			b.ResetTimer()
+			for range b.N {
+				ready, rss, stop, err := coldStart(b, filepath.Join(binDir, name), env)
+				if err != nil {
+					b.Fatal(err)
+				}
+				s.ready.lat = append(s.ready.lat, ready)
+				s.stop.lat = append(s.stop.lat, stop)
+				s.rss = append(s.rss, rss)
+			}
+			b.StopTimer()
+			mu.Lock()
+			res[name] = s
+			hello, hasHello := res["hello"]
+			mu.Unlock()
+			b.ReportMetric(ms(s.ready.quantile(.5)), "ready-p50-ms")
+			b.ReportMetric(median(s.rss), "rss-MiB")
+			b.ReportMetric(ms(s.stop.quantile(.5)), "stop-p50-ms")
+			if hasHello && name != "hello" {
+				b.ReportMetric(float64(s.ready.quantile(.5))/float64(hello.ready.quantile(.5)), "ready/hello")
+				b.ReportMetric(median(s.rss)/median(hello.rss), "rss/hello")
+			}
+		})
+	}
+
+	hello, hasHello := res["hello"]
+	var rows [][]string
+	for _, name := range append([]string{"hello"}, functionBinaries...) {
+		s, ok := res[name]
+		if !ok {
+			continue
+		}
+		r := []string{name, fmt.Sprint(len(s.ready.lat)),
+			fmt.Sprintf("%.1f", ms(s.ready.quantile(.5))), fmt.Sprintf("%.1f", ms(s.ready.quantile(.9))), "",
+			fmt.Sprintf("%.1f", median(s.rss)), "", fmt.Sprintf("%.1f", ms(s.stop.quantile(.5)))}
+		if name == "hello" {
+			r[0] = "hello net/http (baseline)"
+		} else if hasHello {
+			r[4] = ratio(ms(s.ready.quantile(.5)), ms(hello.ready.quantile(.5)))
+			r[6] = ratio(median(s.rss), median(hello.rss))
+		}
+		rows = append(rows, r)
+	}
+	table("Cold start: exec → first 200 on /readyz; VmRSS at that moment; SIGTERM → exit",
+		[]string{"binary", "starts", "ready p50 ms", "p90 ms", "vs hello", "RSS MiB (p50)", "vs hello", "stop p50 ms"}, rows)
+}
+
+// buildBinaries builds the function commands and the hello server into dir.
+func buildBinaries(dir string) error {
+	goCmd, err := exec.LookPath("go")
+	if err != nil {
+		return err
+	}
+	var pkgs []string
+	for _, n := range functionBinaries {
+		pkgs = append(pkgs, "github.com/omnibuildplatform/omni-orchestrator/functions/"+n)
+	}
+	if err := run(exec.Command(goCmd, append([]string{"build", "-o", dir + string(filepath.Separator)}, pkgs...)...)); err != nil {
+		return err
+	}
+	src := filepath.Join(filepath.Dir(dir), "hello")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		return err
+	}
+	for name, content := range map[string]string{"go.mod": "module hello\n\ngo 1.26\n", "main.go": helloSource} {
+		if err := os.WriteFile(filepath.Join(src, name), []byte(content), 0o644); err != nil {
+			return err
+		}
+	}
+	build := exec.Command(goCmd, "build", "-o", filepath.Join(dir, "hello"), ".")
+	build.Dir = src
+	return run(build)
+}
+
+func run(cmd *exec.Cmd) error {
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s: %w\n%s", strings.Join(cmd.Args, " "), err, out)
+	}
+	return nil
+}
+
+// functionEnv writes what the functions read at start — credentials, a migrated SQLite file —
+// and returns their environment (without PORT).
+func functionEnv(dir, clustersDir, sink string) ([]string, error) {
+	line, err := auth.HashPassword("admin", "bench-password")
+	if err != nil {
+		return nil, err
+	}
+	htpasswd, users := filepath.Join(dir, "htpasswd"), filepath.Join(dir, "users.yaml")
+	if err := os.WriteFile(htpasswd, []byte(line+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(users, []byte("users:\n  admin: {role: admin, services: [\"*\"]}\n"), 0o600); err != nil {
+		return nil, err
+	}
+	// sqlite.Open migrates; doing it here keeps the migration out of the measured starts.
+	db := filepath.Join(dir, "omni.db")
+	st, err := sqlite.Open(context.Background(), db)
+	if err != nil {
+		return nil, err
+	}
+	if err := st.Close(); err != nil {
+		return nil, err
+	}
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	return append(os.Environ(),
+		"OMNI_STORE=sqlite:"+db,
+		"OMNI_CLUSTERS_DIR="+clustersDir,
+		"OMNI_TEMPLATES_DIR=",
+		"OMNI_HTPASSWD="+htpasswd,
+		"OMNI_USERS="+users,
+		"K_SINK="+sink,
+		"OMNI_PAGE_TOKEN_KEY="+base64.StdEncoding.EncodeToString(key),
+	), nil
+}
+
+// coldStart runs bin once: the time from exec to the first 200 on /readyz (the only part the
+// benchmark timer sees), VmRSS in MiB at that moment, and the time from SIGTERM to exit.
+func coldStart(b *testing.B, bin string, env []string) (ready time.Duration, rssMiB float64, stop time.Duration, err error) {
+	b.StopTimer()
+	port, err := freePort()
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	url := "http://127.0.0.1:" + strconv.Itoa(port) + "/readyz"
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	var out bytes.Buffer
+	cmd := exec.Command(bin)
+	cmd.Env = append(env, "PORT="+strconv.Itoa(port))
+	cmd.Stdout, cmd.Stderr = &out, &out
+	exited := make(chan error, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	b.StartTimer()
+	began := time.Now()
+	if err := cmd.Start(); err != nil {
+		return 0, 0, 0, err
+	}
+	go func() { exited <- cmd.Wait() }()
+	waited := false
+	defer func() {
+		if !waited {
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	}()
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for {
+		resp, rerr := client.Get(url)
+		if rerr == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		select {
+		case werr := <-exited:
+			waited = true
+			b.StopTimer()
+			return 0, 0, 0, fmt.Errorf("%s exited before ready: %v\n%s", filepath.Base(bin), werr, out.String())
+		case <-ctx.Done():
+			b.StopTimer()
+			return 0, 0, 0, fmt.Errorf("%s not ready within 30s (last: %v)\n%s", filepath.Base(bin), rerr, out.String())
+		case <-tick.C:
+		}
+	}
+	ready = time.Since(began)
+	b.StopTimer()
+	defer b.StartTimer()
+
+	if rssMiB, err = vmRSS(cmd.Process.Pid); err != nil {
+		return 0, 0, 0, err
+	}
+	began = time.Now()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		return 0, 0, 0, err
+	}
+	select {
+	case werr := <-exited:
+		waited = true
+		stop = time.Since(began)
+		var ee *exec.ExitError
+		if werr != nil && !(errors.As(werr, &ee) && ee.Sys().(syscall.WaitStatus).Signaled()) {
+			return 0, 0, 0, fmt.Errorf("%s after SIGTERM: %v\n%s", filepath.Base(bin), werr, out.String())
+		}
+	case <-ctx.Done():
+		return 0, 0, 0, fmt.Errorf("%s did not exit within 30s of SIGTERM", filepath.Base(bin))
+	}
+	return ready, rssMiB, stop, nil
+}
+
+// vmRSS reads the resident set size of process pid, in MiB.
+func vmRSS(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			if err != nil {
+				return 0, fmt.Errorf("parse VmRSS %q: %w", v, err)
+			}
+			return kb / 1024, nil
+		}
+	}
+	return 0, errors.New("no VmRSS in /proc/<pid>/status")
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// median returns the middle value (nearest rank, as sample.quantile).
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[(len(s)+1)/2-1]
+}

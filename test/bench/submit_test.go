@@ -1,0 +1,248 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/omnibuildplatform/omni-orchestrator/shared/ids"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/manifest"
+)
+
+// rpmJob is the submission measured: the end-to-end tests' buildrpm job.
+var rpmJob = map[string]any{
+	"service": "bench", "task": "buildrpm", "arch": "x86_64", "domain": "bench",
+	"parameters": map[string]any{"srpmUrl": "https://repo.example.org/src/zlib-1.3.1-1.src.rpm"},
+}
+
+// submitClients are the numbers of concurrent clients measured.
+var submitClients = []int{1, 4}
+
+func BenchmarkSubmit(b *testing.B) {
+	m := allInOne(b)
+	cl := m.Platform.Cluster("x86_64")
+	if cl == nil {
+		b.Fatal("no x86_64 cluster")
+	}
+	dyn, err := dynamic.NewForConfig(cl.RESTConfig()) // the same QPS/burst as shared/kube's clients
+	if err != nil {
+		b.Fatal(err)
+	}
+	body, err := json.Marshal(rpmJob)
+	if err != nil {
+		b.Fatal(err)
+	}
+	hc := &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 32}}
+	post := func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, m.URL+"/v1/jobs", bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.SetBasicAuth(m.User, m.Password)
+		resp, err := hc.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return err
+		}
+		if resp.StatusCode != http.StatusCreated {
+			return fmt.Errorf("POST /v1/jobs: %d %s", resp.StatusCode, b)
+		}
+		return nil
+	}
+	render := func(n int) ([][]*unstructured.Unstructured, error) {
+		cat := m.Deps.Catalogue.Current()
+		ttl := m.Env.JobTTLSecondsAfterFinished
+		out := make([][]*unstructured.Unstructured, n)
+		for i := range out {
+			var err error
+			out[i], err = cat.Render("buildrpm", manifest.Input{
+				JobID: ids.New(time.Now()), Namespace: "default", Service: "bench", Task: "buildrpm",
+				Domain: "bench", Arch: "x86_64", Parameters: rpmJob["parameters"].(map[string]any),
+				TTLSecondsAfterFinished: &ttl,
+			})
+			if err != nil {
+				return nil, err
+			}
+		}
+		return out, nil
+	}
+	create := func(ctx context.Context, objs []*unstructured.Unstructured) error {
+		for _, o := range objs {
+			gvr, ok := resources[o.GroupVersionKind()]
+			if !ok {
+				return fmt.Errorf("no resource for %s", o.GroupVersionKind())
+			}
+			if _, err := dyn.Resource(gvr).Namespace(o.GetNamespace()).Create(ctx, o, metav1.CreateOptions{FieldManager: kube.ManagedBy}); err != nil {
+				return fmt.Errorf("create %s %s: %w", o.GetKind(), o.GetName(), err)
+			}
+		}
+		return nil
+	}
+
+	// Warm up both paths once: connections, the authenticator's cache, the API server's caches.
+	ctx := context.Background()
+	if err := post(ctx); err != nil {
+		b.Fatal(err)
+	}
+	warm, err := render(1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := create(ctx, warm[0]); err != nil {
+		b.Fatal(err)
+	}
+
+	var res results
+	for _, clients := range submitClients {
+		mode := fmt.Sprintf("clients=%d", clients)
+		b.Run(mode+"/client-go", func(b *testing.B) {
+			settle(b, cl.Clientset())
+			objs, err := render(b.N)
+			if err != nil {
+				b.Fatal(err)
+			}
+			s := measure(b, clients, func(i int) error { return create(ctx, objs[i]) })
+			res.put(mode+"/client-go", s)
+			reportSubmit(b, s, sample{})
+		})
+		b.Run(mode+"/all-in-one", func(b *testing.B) {
+			settle(b, cl.Clientset())
+			s := measure(b, clients, func(int) error { return post(ctx) })
+			res.put(mode+"/all-in-one", s)
+			base, _ := res.get(mode + "/client-go")
+			reportSubmit(b, s, base)
+		})
+	}
+
+	var rows [][]string
+	for _, clients := range submitClients {
+		mode := fmt.Sprintf("clients=%d", clients)
+		base, hasBase := res.get(mode + "/client-go")
+		s, ok := res.get(mode + "/all-in-one")
+		if hasBase {
+			rows = append(rows, []string{mode, "client-go (baseline)", fmt.Sprint(len(base.lat)),
+				fmt.Sprintf("%.2f", ms(base.quantile(.5))), fmt.Sprintf("%.2f", ms(base.quantile(.99))),
+				fmt.Sprintf("%.1f", base.perSecond()), ""})
+		}
+		if ok {
+			r := []string{mode, "all-in-one POST /v1/jobs", fmt.Sprint(len(s.lat)),
+				fmt.Sprintf("%.2f", ms(s.quantile(.5))), fmt.Sprintf("%.2f", ms(s.quantile(.99))),
+				fmt.Sprintf("%.1f", s.perSecond()), "-"}
+			if hasBase {
+				r[6] = fmt.Sprintf("p50 %s, p99 %s, jobs/s %s",
+					ratio(ms(s.quantile(.5)), ms(base.quantile(.5))),
+					ratio(ms(s.quantile(.99)), ms(base.quantile(.99))),
+					ratio(s.perSecond(), base.perSecond()))
+			}
+			rows = append(rows, r)
+		}
+	}
+	table("Submit: buildrpm on x86_64 through the all-in-one vs client-go create of the same ConfigMap+Job",
+		[]string{"clients", "path", "jobs", "p50 ms", "p99 ms", "jobs/s", "vs baseline"}, rows)
+}
+
+// resources maps the kinds buildrpm renders to their resources.
+var resources = map[schema.GroupVersionKind]schema.GroupVersionResource{
+	{Version: "v1", Kind: "ConfigMap"}:           {Version: "v1", Resource: "configmaps"},
+	{Group: "batch", Version: "v1", Kind: "Job"}: {Group: "batch", Version: "v1", Resource: "jobs"},
+}
+
+// measure runs op for i in [0, b.N) on the given number of concurrent clients, timing each call.
+func measure(b *testing.B, clients int, op func(i int) error) sample {
+	b.Helper()
+	lats := make([][]time.Duration, clients)
+	var next atomic.Int64
+	var failed atomic.Pointer[error]
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	began := time.Now()
+	for c := range clients {
+		wg.Go(func() {
+			for failed.Load() == nil {
+				i := int(next.Add(1)) - 1
+				if i >= b.N {
+					return
+				}
+				t := time.Now()
+				if err := op(i); err != nil {
+					failed.CompareAndSwap(nil, &err)
+					return
+				}
+				lats[c] = append(lats[c], time.Since(t))
+			}
+		})
+	}
+	wg.Wait()
+	s := sample{elapsed: time.Since(began)}
+	b.StopTimer()
+	if err := failed.Load(); err != nil {
+		b.Fatal(*err)
+	}
+	for _, l := range lats {
+		s.lat = append(s.lat, l...)
+	}
+	return s
+}
+
+func reportSubmit(b *testing.B, s, base sample) {
+	b.ReportMetric(ms(s.quantile(.5)), "p50-ms")
+	b.ReportMetric(ms(s.quantile(.99)), "p99-ms")
+	b.ReportMetric(s.perSecond(), "jobs/s")
+	if len(base.lat) > 0 {
+		b.ReportMetric(float64(s.quantile(.5))/float64(base.quantile(.5)), "p50/baseline")
+		b.ReportMetric(s.perSecond()/base.perSecond(), "jobs/s/baseline")
+	}
+}
+
+// settle waits until no pod of a job is pending or running on the cluster, so that a run is not
+// measured while the previous run's pods still load the API server; after a deadline it goes on.
+func settle(b *testing.B, cs kubernetes.Interface) {
+	b.Helper()
+	b.StopTimer()
+	defer b.StartTimer()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	busy := -1
+	for {
+		pods, err := cs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: kube.LabelJobID})
+		if err == nil {
+			busy = 0
+			for _, p := range pods.Items {
+				if p.Status.Phase == corev1.PodPending || p.Status.Phase == corev1.PodRunning {
+					busy++
+				}
+			}
+			if busy == 0 {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			b.Logf("cluster not settled after 3m (%d pods pending or running, last error %v); measuring anyway", busy, err)
+			return
+		case <-tick.C:
+		}
+	}
+}
