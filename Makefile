@@ -29,7 +29,7 @@ test: tools ## Vet and run every test (real local clusters; Cassandra only with 
 
 .PHONY: bench
 bench: tools ## Run the benchmarks; each figure is printed next to a baseline measured in the same run.
-	$(GO) test -run '^$$' -bench . -benchtime 2x -count=1 -timeout 60m ./test/bench/...
+	$(GO) test -run '^$$' -bench . -count=1 -timeout 30m ./test/bench/...
 
 .PHONY: build
 build: ## Build the function binaries and the omni operator binary into bin/.

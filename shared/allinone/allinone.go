@@ -30,9 +30,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/omnibuildplatform/omni-orchestrator/config"
-	"github.com/omnibuildplatform/omni-orchestrator/functions/query/query"
 	"github.com/omnibuildplatform/omni-orchestrator/functions/status-sync/statussync"
-	"github.com/omnibuildplatform/omni-orchestrator/functions/submit/submit"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/router"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/runtime"
@@ -158,19 +156,29 @@ func Start(ctx context.Context, opts Options) (_ *Main, err error) {
 	if m.Deps, err = m.Env.Build(runCtx); err != nil {
 		return nil, err
 	}
-	submitFn, err := submit.NewFunction(runCtx, m.Env, m.Deps)
-	if err != nil {
-		return nil, err
-	}
-	queryFn, err := query.NewFunction(runCtx, m.Env, m.Deps)
-	if err != nil {
-		return nil, err
+	var public []*runtime.Function
+	handlers := map[string]http.Handler{"omni-dead-letter": http.HandlerFunc(m.serveDeadLetter)}
+	for _, name := range sortedNames(httpFunctions) {
+		fn, err := httpFunctions[name](runCtx, m.Env, m.Deps)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		public = append(public, fn)
+		handlers[name] = tap(name, fn.Handler(runCtx), opts.Tap)
 	}
 	m.StatusSync = &statussync.Handler{Store: m.Deps.Store, Observer: statussync.KubeObserver{Clusters: m.Deps.Clusters},
 		Emitter: m.Deps.Emitter, Grace: m.Env.ResyncGrace}
 	statusFn, err := statussync.NewFunctionFor(runCtx, m.StatusSync, m.Deps)
 	if err != nil {
 		return nil, err
+	}
+	handlers[statussync.Name] = tap(statussync.Name, statusFn.Handler(runCtx), opts.Tap)
+	for _, name := range sortedNames(eventFunctions) {
+		fn, err := eventFunctions[name](runCtx, m.Env, m.Deps)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		handlers[name] = tap(name, fn.Handler(runCtx), opts.Tap)
 	}
 
 	cfg, err := router.Load(config.FS)
@@ -184,10 +192,7 @@ func Start(ctx context.Context, opts Options) (_ *Main, err error) {
 	if opts.ResyncInterval > 0 {
 		ropts = append(ropts, router.WithPingInterval(opts.ResyncInterval))
 	}
-	m.Router, err = router.New(cfg, router.Handlers(map[string]http.Handler{
-		statussync.Name:    tap(statussync.Name, statusFn.Handler(runCtx), opts.Tap),
-		"omni-dead-letter": http.HandlerFunc(m.serveDeadLetter),
-	}), ropts...)
+	m.Router, err = router.New(cfg, router.Handlers(handlers), ropts...)
 	if err != nil {
 		return nil, fmt.Errorf("router: %w", err)
 	}
@@ -197,7 +202,7 @@ func Start(ctx context.Context, opts Options) (_ *Main, err error) {
 		mux.Handle("/broker/", http.StripPrefix("/broker", m.Router))
 	}}
 	m.server = &http.Server{
-		Handler:           runtime.Mux(runCtx, submitFn, queryFn, broker),
+		Handler:           runtime.Mux(runCtx, append(public, broker)...),
 		ReadHeaderTimeout: 10 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return runCtx },
 	}

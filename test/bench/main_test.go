@@ -141,9 +141,9 @@ func table(title string, header []string, rows [][]string) {
 
 func printRows(w io.Writer, header []string, rows [][]string) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "  "+strings.Join(header, "\t")+"\t")
+	fmt.Fprintln(tw, "  "+strings.Join(header, "\t"))
 	for _, r := range rows {
-		fmt.Fprintln(tw, "  "+strings.Join(r, "\t")+"\t")
+		fmt.Fprintln(tw, "  "+strings.Join(r, "\t"))
 	}
 	tw.Flush()
 }

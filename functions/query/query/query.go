@@ -15,8 +15,8 @@ import (
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/manifest"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/runtime"
-	"github.com/omnibuildplatform/omni-orchestrator/shared/wiring"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/store"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/wiring"
 )
 
 // Store is what query needs of the job store.
@@ -38,6 +38,9 @@ type Handler struct {
 	// Tokens signs and checks page tokens.
 	Tokens *Tokens
 }
+
+// Name is the function's name.
+const Name = "query"
 
 // MaxBatch is the most ids one batchGet takes.
 const MaxBatch = 500
@@ -65,7 +68,7 @@ func (h *Handler) Routes(mux *http.ServeMux, authn func(http.Handler) http.Handl
 func NewFunction(ctx context.Context, env wiring.Env, d *wiring.Deps) (*runtime.Function, error) {
 	h := &Handler{Store: d.Store, Catalogue: func() Catalogue { return d.Catalogue.Current() }, Tokens: NewTokens(d.TokenKey)}
 	return &runtime.Function{
-		Name:   "query",
+		Name:   Name,
 		Routes: func(mux *http.ServeMux) { h.Routes(mux, d.Auth.Middleware) },
 		Checks: []runtime.Check{{Name: "store", Func: d.Store.Ping}},
 	}, nil
@@ -242,4 +245,3 @@ type TasksResponse struct {
 func (h *Handler) serveTasks(w http.ResponseWriter, r *http.Request) {
 	httpapi.JSON(w, http.StatusOK, TasksResponse{Tasks: h.Catalogue().Tasks()})
 }
-

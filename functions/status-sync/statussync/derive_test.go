@@ -53,19 +53,23 @@ func TestApply(t *testing.T) {
 	}{
 		"running then succeeded": {
 			steps: []step{
-				func(j *jobs.Job) Outcome { return ApplyPod(j, pod("10", corev1.PodRunning, []corev1.ContainerStatus{running("fetch")}), false, now) },
+				func(j *jobs.Job) Outcome {
+					return ApplyPod(j, pod("10", corev1.PodRunning, []corev1.ContainerStatus{running("fetch")}), false, now)
+				},
 				func(j *jobs.Job) Outcome {
 					return ApplyPod(j, pod("12", corev1.PodSucceeded, []corev1.ContainerStatus{terminated("fetch", 0, "Completed")}, terminated("build", 0, "Completed")), false, now)
 				},
 				func(j *jobs.Job) Outcome { return ApplyJob(j, kjob("13", cond(batchv1.JobComplete, "")), false, now) },
 			},
-			want:        jobs.StatusSucceeded,
+			want: jobs.StatusSucceeded,
 			// The Job's completion time replaces the end derived from the pod.
 			wantOutcome: []Outcome{Changed, Changed, Changed},
 		},
 		"failing init step is named with exit code and reason": {
 			steps: []step{
-				func(j *jobs.Job) Outcome { return ApplyJob(j, kjob("20", cond(batchv1.JobFailed, "BackoffLimitExceeded")), false, now) },
+				func(j *jobs.Job) Outcome {
+					return ApplyJob(j, kjob("20", cond(batchv1.JobFailed, "BackoffLimitExceeded")), false, now)
+				},
 				func(j *jobs.Job) Outcome {
 					return ApplyPod(j, pod("19", corev1.PodFailed, []corev1.ContainerStatus{terminated("fetch", 3, "Error")}), false, now)
 				},
@@ -83,15 +87,21 @@ func TestApply(t *testing.T) {
 				func(j *jobs.Job) Outcome {
 					return ApplyPod(j, pod("30", corev1.PodSucceeded, []corev1.ContainerStatus{terminated("fetch", 0, "Completed")}, terminated("build", 0, "Completed")), false, now)
 				},
-				func(j *jobs.Job) Outcome { return ApplyPod(j, pod("25", corev1.PodRunning, []corev1.ContainerStatus{running("fetch")}), false, now) },
+				func(j *jobs.Job) Outcome {
+					return ApplyPod(j, pod("25", corev1.PodRunning, []corev1.ContainerStatus{running("fetch")}), false, now)
+				},
 			},
 			want:        jobs.StatusSucceeded,
 			wantOutcome: []Outcome{Changed, Stale},
 		},
 		"same snapshot twice is a duplicate": {
 			steps: []step{
-				func(j *jobs.Job) Outcome { return ApplyPod(j, pod("10", corev1.PodRunning, []corev1.ContainerStatus{running("fetch")}), false, now) },
-				func(j *jobs.Job) Outcome { return ApplyPod(j, pod("10", corev1.PodRunning, []corev1.ContainerStatus{running("fetch")}), false, now) },
+				func(j *jobs.Job) Outcome {
+					return ApplyPod(j, pod("10", corev1.PodRunning, []corev1.ContainerStatus{running("fetch")}), false, now)
+				},
+				func(j *jobs.Job) Outcome {
+					return ApplyPod(j, pod("10", corev1.PodRunning, []corev1.ContainerStatus{running("fetch")}), false, now)
+				},
 			},
 			want:        jobs.StatusRunning,
 			wantOutcome: []Outcome{Changed, Duplicate},
@@ -99,7 +109,9 @@ func TestApply(t *testing.T) {
 		"terminal is sticky": {
 			steps: []step{
 				func(j *jobs.Job) Outcome { return ApplyJob(j, kjob("40", cond(batchv1.JobComplete, "")), false, now) },
-				func(j *jobs.Job) Outcome { return ApplyJob(j, kjob("41", cond(batchv1.JobFailed, "DeadlineExceeded")), false, now) },
+				func(j *jobs.Job) Outcome {
+					return ApplyJob(j, kjob("41", cond(batchv1.JobFailed, "DeadlineExceeded")), false, now)
+				},
 			},
 			want:        jobs.StatusSucceeded,
 			wantOutcome: []Outcome{Changed, Recorded},

@@ -18,10 +18,10 @@ import (
 
 	"github.com/omnibuildplatform/omni-orchestrator/shared/events"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/httpapi"
-	"github.com/omnibuildplatform/omni-orchestrator/shared/runtime"
-	"github.com/omnibuildplatform/omni-orchestrator/shared/wiring"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/runtime"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/wiring"
 )
 
 // Name is the function's name, used as the source of the events it emits.

@@ -296,11 +296,11 @@ func (k KubePlacer) Place(ctx context.Context, arch string) (Target, error) {
 func NewFunction(ctx context.Context, env wiring.Env, d *wiring.Deps) (*runtime.Function, error) {
 	ttl := env.JobTTLSecondsAfterFinished
 	h := &Handler{
-		Store:     d.Store,
-		Catalogue: func() Catalogue { return d.Catalogue.Current() },
-		Placer:    KubePlacer{d.Clusters},
-		Emitter:   d.Emitter,
-		MaxBody:   env.MaxBodyBytes,
+		Store:                   d.Store,
+		Catalogue:               func() Catalogue { return d.Catalogue.Current() },
+		Placer:                  KubePlacer{d.Clusters},
+		Emitter:                 d.Emitter,
+		MaxBody:                 env.MaxBodyBytes,
 		TTLSecondsAfterFinished: &ttl,
 	}
 	return &runtime.Function{
