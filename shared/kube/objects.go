@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -114,4 +115,17 @@ func (c *Cluster) Ping(ctx context.Context) error {
 		return fmt.Errorf("cluster %s: %w: %w", c.Name, jobs.ErrUnavailable, err)
 	}
 	return nil
+}
+
+// StreamLogs opens the log of one container of a pod, each line prefixed with its timestamp
+// (read it with shared/logs.NewReader). With follow, the stream stays open while the container runs.
+func (c *Cluster) StreamLogs(ctx context.Context, pod, container string, follow bool) (io.ReadCloser, error) {
+	req := c.Client.CoreV1().Pods(c.Namespace).GetLogs(pod, &corev1.PodLogOptions{
+		Container: container, Follow: follow, Timestamps: true,
+	})
+	rc, err := req.Stream(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("stream log of %s/%s on %s: %w", pod, container, c.Name, err)
+	}
+	return rc, nil
 }

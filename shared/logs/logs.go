@@ -1,0 +1,120 @@
+// Package logs reads container logs as the API server serves them with timestamps
+// ("<RFC 3339 nano> <text>" per line) and cuts them into chunks for the store. Chunking is
+// deterministic (the same stream always gives the same chunks with the same sequence numbers), so
+// an archive that restarts from the beginning stores every line exactly once.
+package logs
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/omnibuildplatform/omni-orchestrator/shared/store"
+)
+
+// Line is one log line.
+type Line struct {
+	// Time is the timestamp the container runtime gave the line.
+	Time time.Time
+	// Text is the line without its timestamp and without the trailing newline.
+	Text []byte
+}
+
+// ParseLine splits a line of a timestamped log stream ("2026-11-27T19:00:00.000000001Z text").
+func ParseLine(raw []byte) (Line, error) {
+	raw = bytes.TrimSuffix(raw, []byte("\n"))
+	ts, text, ok := bytes.Cut(raw, []byte(" "))
+	if !ok {
+		ts, text = raw, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, string(ts))
+	if err != nil {
+		return Line{}, fmt.Errorf("log line without a timestamp: %q", truncate(raw, 80))
+	}
+	return Line{Time: t.UTC(), Text: text}, nil
+}
+
+func truncate(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[:n]
+	}
+	return b
+}
+
+// MaxLineBytes bounds one line; longer lines are split (the API server already splits at 16 KiB
+// in CRI logs, this guards the reader).
+const MaxLineBytes = 1 << 20
+
+// Reader reads Lines from a timestamped stream.
+type Reader struct {
+	r *bufio.Reader
+}
+
+// NewReader reads lines of the timestamped log stream r.
+func NewReader(r io.Reader) *Reader { return &Reader{r: bufio.NewReaderSize(r, 64<<10)} }
+
+// Next returns the next line, or io.EOF at the end of the stream. A final line without a
+// newline is returned too.
+func (r *Reader) Next() (Line, error) {
+	var buf []byte
+	for {
+		part, err := r.r.ReadSlice('\n')
+		buf = append(buf, part...)
+		switch {
+		case err == nil:
+			return ParseLine(buf)
+		case errors.Is(err, bufio.ErrBufferFull) && len(buf) < MaxLineBytes:
+			continue
+		case errors.Is(err, bufio.ErrBufferFull):
+			return ParseLine(buf)
+		case errors.Is(err, io.EOF) && len(buf) > 0:
+			return ParseLine(buf)
+		default:
+			return Line{}, err
+		}
+	}
+}
+
+// Chunk limits. A chunk closes when adding a line would pass MaxChunkBytes or MaxChunkLines.
+const (
+	MaxChunkBytes = 256 << 10
+	MaxChunkLines = 4096
+)
+
+// Chunker groups lines into chunks of one (job, step, source), numbering them from 1.
+type Chunker struct {
+	JobID, Step, Source string
+	cur                 store.LogChunk
+	seq                 int64
+}
+
+// Add adds l and returns the chunk it closed, if any.
+func (c *Chunker) Add(l Line) (store.LogChunk, bool) {
+	var out store.LogChunk
+	closed := false
+	if c.cur.Lines > 0 && (len(c.cur.Data)+len(l.Text)+1 > MaxChunkBytes || c.cur.Lines >= MaxChunkLines) {
+		out, closed = c.cur, true
+		c.cur = store.LogChunk{}
+	}
+	if c.cur.Lines == 0 {
+		c.seq++
+		c.cur = store.LogChunk{JobID: c.JobID, Step: c.Step, Source: c.Source, Seq: c.seq, FirstTime: l.Time}
+	}
+	c.cur.Data = append(append(c.cur.Data, l.Text...), '\n')
+	c.cur.Lines++
+	c.cur.LastTime = l.Time
+	return out, closed
+}
+
+// Flush returns the open chunk, if it holds any line.
+func (c *Chunker) Flush() (store.LogChunk, bool) {
+	if c.cur.Lines == 0 {
+		return store.LogChunk{}, false
+	}
+	out := c.cur
+	c.cur = store.LogChunk{}
+	return out, true
+}
