@@ -81,6 +81,7 @@ type Handler struct {
 	Store     Store
 	Catalogue func() Catalogue
 	Placer    Placer
+	Deleter   Deleter
 	Emitter   Emitter
 	// MaxBody is the request body limit in bytes (default 1 MiB).
 	MaxBody int64
@@ -299,6 +300,7 @@ func NewFunction(ctx context.Context, env wiring.Env, d *wiring.Deps) (*runtime.
 		Store:                   d.Store,
 		Catalogue:               func() Catalogue { return d.Catalogue.Current() },
 		Placer:                  KubePlacer{d.Clusters},
+		Deleter:                 KubePlacer{d.Clusters},
 		Emitter:                 d.Emitter,
 		MaxBody:                 env.MaxBodyBytes,
 		TTLSecondsAfterFinished: &ttl,
@@ -307,6 +309,7 @@ func NewFunction(ctx context.Context, env wiring.Env, d *wiring.Deps) (*runtime.
 		Name: Name,
 		Routes: func(mux *http.ServeMux) {
 			mux.Handle("POST /v1/jobs", d.Auth.Middleware(http.HandlerFunc(h.serveSubmit)))
+			mux.Handle("DELETE /v1/jobs/{id}", d.Auth.Middleware(http.HandlerFunc(h.serveDelete)))
 		},
 		Checks: []runtime.Check{{Name: "store", Func: d.Store.Ping}},
 	}, nil

@@ -1,0 +1,93 @@
+package submit
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+
+	"github.com/omnibuildplatform/omni-orchestrator/shared/auth"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/events"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/httpapi"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
+)
+
+// ReasonCancelled is the reason of a job stopped by DELETE /v1/jobs/{id}.
+const ReasonCancelled = "Cancelled"
+
+// Deleter removes a job's objects from the cluster it runs on.
+type Deleter interface {
+	DeleteJobObjects(ctx context.Context, cluster, jobID string) error
+}
+
+func (h *Handler) serveDelete(w http.ResponseWriter, r *http.Request) {
+	j, err := h.Delete(r.Context(), auth.FromContext(r.Context()), r.PathValue("id"))
+	if err != nil {
+		httpapi.Error(w, r, err)
+		return
+	}
+	httpapi.JSON(w, http.StatusOK, j)
+}
+
+// Delete stops job id if it is still going (it ends cancelled) and removes its objects from its
+// cluster; the job's records stay. The Kubernetes Job is deleted with propagation Background:
+// its pods are terminated at once (a suspended Job would keep them until the Job controller got
+// to it) and kept by their log-archive finalizer until their logs are archived. Calling it again
+// is harmless: the objects are already gone and a terminal job stays as it is.
+func (h *Handler) Delete(ctx context.Context, p *auth.Principal, id string) (*jobs.Job, error) {
+	j, err := h.Store.GetJob(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if !p.Can(auth.RoleViewer, j.Service) {
+		return nil, fmt.Errorf("job %s: %w", id, jobs.ErrNotFound)
+	}
+	if !p.Can(auth.RoleSubmitter, j.Service) {
+		return nil, fmt.Errorf("cancel job %s: %w", id, jobs.ErrForbidden)
+	}
+	if !j.Status.Terminal() && !j.CancelRequested {
+		// Recorded first, so that status-sync and the resync take the Job's disappearance for
+		// a cancel, not a loss, whatever happens next.
+		if j, _, err = h.Store.UpdateJob(ctx, id, func(j *jobs.Job) (bool, error) {
+			if j.Status.Terminal() || j.CancelRequested {
+				return false, nil
+			}
+			j.CancelRequested = true
+			return true, nil
+		}); err != nil {
+			return nil, fmt.Errorf("record cancel: %w", err)
+		}
+	}
+	if err := h.Deleter.DeleteJobObjects(ctx, j.Cluster, id); err != nil {
+		return nil, err
+	}
+	var previous jobs.Status
+	stored, changed, err := h.Store.UpdateJob(ctx, id, func(j *jobs.Job) (bool, error) {
+		if j.Status.Terminal() {
+			return false, nil
+		}
+		previous = j.Status
+		at := h.now()
+		j.Status, j.Reason, j.Message = jobs.StatusCancelled, ReasonCancelled, "cancelled by "+p.User
+		j.FinishedAt, j.UpdatedAt = &at, at
+		return true, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("record cancel: %w", err)
+	}
+	if changed {
+		h.emit(ctx, events.TypeJobChanged, stored, previous)
+	}
+	return stored, nil
+}
+
+// DeleteJobObjects deletes job jobID's objects from cluster.
+func (k KubePlacer) DeleteJobObjects(ctx context.Context, cluster, jobID string) error {
+	c, err := k.Clusters.Get(cluster)
+	if err != nil {
+		return err
+	}
+	if err := c.DeleteJobObjects(ctx, jobID); err != nil {
+		return fmt.Errorf("%w: %w", jobs.ErrUnavailable, err)
+	}
+	return nil
+}
