@@ -158,7 +158,14 @@ func (h *Handler) Submit(ctx context.Context, p *auth.Principal, req Request, ke
 			return nil, false, fmt.Errorf("claim idempotency key: %w", err)
 		}
 		if first != id {
-			return h.replay(ctx, req, first)
+			j, replayed, err := h.replay(ctx, req, first)
+			if !errors.Is(err, jobs.ErrNotFound) {
+				return j, replayed, err
+			}
+			// The first submission with this key never recorded its job (it failed before, or
+			// is still before that point): carry on under its id. CreateJob lets only one of
+			// two such submissions record it; the other replays.
+			id = first
 		}
 	}
 	target, err := h.Placer.Place(ctx, req.Arch)
@@ -182,7 +189,9 @@ func (h *Handler) Submit(ctx context.Context, p *auth.Principal, req Request, ke
 	for _, s := range cat.Steps(req.Task) {
 		j.Steps = append(j.Steps, jobs.Step{Name: s, Status: jobs.StepWaiting})
 	}
-	if err := h.Store.CreateJob(ctx, j); err != nil {
+	if err := h.Store.CreateJob(ctx, j); errors.Is(err, jobs.ErrExists) && key != "" {
+		return h.replay(ctx, req, id)
+	} else if err != nil {
 		return nil, false, fmt.Errorf("record job: %w", err)
 	}
 	if cerr := target.Create(ctx, id, objs); cerr != nil {
@@ -205,12 +214,10 @@ func (h *Handler) Submit(ctx context.Context, p *auth.Principal, req Request, ke
 	return j, false, nil
 }
 
-// replay answers a repeated submission with the job of the first one.
+// replay answers a repeated submission with the job of the first one (jobs.ErrNotFound if that
+// job was never recorded).
 func (h *Handler) replay(ctx context.Context, req Request, id string) (*jobs.Job, bool, error) {
 	j, err := h.Store.GetJob(ctx, id)
-	if errors.Is(err, jobs.ErrNotFound) {
-		return nil, false, fmt.Errorf("a submission with this Idempotency-Key is still in progress (job %s); retry: %w", id, jobs.ErrConflict)
-	}
 	if err != nil {
 		return nil, false, err
 	}
