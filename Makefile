@@ -34,3 +34,47 @@ bench: tools ## Run the benchmarks; each figure is printed next to a baseline me
 .PHONY: build
 build: ## Build the function binaries and the omni operator binary into bin/.
 	$(GO) build -o bin/ ./functions/... ./cmd/...
+
+# --- Images and deployment (docs/deploy.md) ---------------------------------------------------
+# ko and crane are built into the tools cache from hack/tools/ko (ko's dependencies do not fit in
+# go.mod beside the newer golang.org/x modules of this module).
+KO ?= $(OMNI_TOOLS_CACHE)/bin/ko
+KUBECTL ?= kubectl
+# Where images go, e.g. registry.example.com/omni (ko's KO_DOCKER_REPO).
+export KO_DOCKER_REPO
+# Base image of every function image; default in .ko.yaml (distroless static, nonroot).
+export KO_DEFAULTBASEIMAGE
+KO_FLAGS ?= --base-import-paths --sbom=none
+# The binaries of the images: every function and the operator binary (the schema Job).
+IMAGE_PKGS = $(shell $(GO) list -f '{{if eq .Name "main"}}{{.ImportPath}}{{end}}' ./functions/... ./cmd/...)
+
+.PHONY: image-tools
+image-tools:
+	@OMNI_TOOLS_IMAGES=1 hack/tools.sh >/dev/null
+
+.PHONY: config
+config: ## Regenerate the ConfigMaps of config/ from config/clusters/ and templates/.
+	$(GO) run ./hack/genconfig
+
+.PHONY: images
+images: image-tools ## Build and push the function images (linux/amd64 + linux/arm64) to $KO_DOCKER_REPO.
+	@test -n "$(KO_DOCKER_REPO)" || { echo "set KO_DOCKER_REPO, e.g. make images KO_DOCKER_REPO=registry.example.com/omni" >&2; exit 1; }
+	$(KO) build $(KO_FLAGS) $(IMAGE_PKGS)
+
+.PHONY: deploy
+deploy: image-tools config ## Build, push and apply config/ to the current kubectl context (docs/deploy.md).
+	@test -n "$(KO_DOCKER_REPO)" || { echo "set KO_DOCKER_REPO, e.g. make deploy KO_DOCKER_REPO=registry.example.com/omni" >&2; exit 1; }
+	@# A Job's pod template is immutable: the previous schema Job goes first (it ran already).
+	$(KUBECTL) delete job omni-db-migrate -n omni --ignore-not-found
+	$(KO) apply $(KO_FLAGS) -f config/
+
+.PHONY: sources
+sources: image-tools ## Apply config/remote-source/: the event adapters of remote build clusters (docs/deploy.md).
+	@test -n "$(KO_DOCKER_REPO)" || { echo "set KO_DOCKER_REPO" >&2; exit 1; }
+	@# The adapter is a package of knative.dev/eventing, built from the module that pins it.
+	cd hack/tools/adapter && GOFLAGS=-mod=mod KO_CONFIG_PATH=$(CURDIR)/.ko.yaml $(KO) apply $(KO_FLAGS) -f $(CURDIR)/config/remote-source/
+
+.PHONY: undeploy
+undeploy: ## Delete what deploy and sources applied, except the namespaces (your Secrets stay; so do Cassandra and remote clusters).
+	$(KUBECTL) delete --ignore-not-found -f config/remote-source/
+	$(KUBECTL) delete --ignore-not-found $(addprefix -f ,$(filter-out config/100-namespace.yaml,$(wildcard config/*.yaml)))

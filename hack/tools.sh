@@ -2,12 +2,13 @@
 # Builds the pinned tools of the local platform (DESIGN §7) into a cache outside the checkout,
 # keyed by tool version and Go version, skipping what is already built. Prints the bin folder.
 #   OMNI_TOOLS_CACHE  cache root (default: $XDG_CACHE_HOME or ~/.cache, + /omni-orchestrator/tools)
+#   OMNI_TOOLS_IMAGES non-empty: also build ko and crane (images, deploy, test/deploy)
 set -eo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${OMNI_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/omni-orchestrator/tools}
 gov=$(go env GOVERSION)
-K8S=v1.37.2 ETCD=v3.6.16 KWOK=v0.8.0 EVENTING=v0.50.0 KO=v0.19.1 CRANE=v0.22.1
+K8S=v1.37.2 ETCD=v3.6.16 KWOK=v0.8.0 EVENTING=v0.50.0 KO=v0.19.1 CRANE=v0.21.7
 bin="$cache/bin"
 mkdir -p "$bin"
 
@@ -47,7 +48,11 @@ build apiserver_receive_adapter "$EVENTING" gobin knative.dev/eventing/cmd/apise
 inst() { local d; d=$(mktemp -d); GOBIN=$d go install "$1@$2"; mv "$d/$(basename "$1")" "$out"; rm -rf "$d"; }
 build kwok "$KWOK" inst sigs.k8s.io/kwok/cmd/kwok "$KWOK"
 build kwokctl "$KWOK" inst sigs.k8s.io/kwok/cmd/kwokctl "$KWOK"
+# Image tools (make images/deploy, test/deploy), only when asked: ko and crane, both from the
+# module hack/tools/ko (ko's own go-containerregistry version for crane).
 if [ -n "$OMNI_TOOLS_IMAGES" ]; then
-  build crane "$CRANE" inst github.com/google/go-containerregistry/cmd/crane "$CRANE"
+  image() { (cd "$here/tools/ko" && GOFLAGS=-mod=mod go build -trimpath -o "$out" "$1"); }
+  build ko "$KO" image github.com/google/ko
+  build crane "$CRANE" image github.com/google/go-containerregistry/cmd/crane
 fi
 echo "$bin"

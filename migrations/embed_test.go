@@ -133,7 +133,7 @@ func TestSQLiteUpDownUp(t *testing.T) {
 		}
 		return out
 	}
-	want := "idempotency_keys,jobs"
+	want := "idempotency_keys,jobs,log_chunks,log_steps"
 	for _, step := range []struct {
 		name string
 		run  func() error

@@ -23,6 +23,7 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/binding"
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/cloudevents/sdk-go/v2/protocol"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"github.com/kelseyhightower/envconfig"
 	"go.uber.org/zap"
@@ -253,18 +254,18 @@ func (m *Main) DeadLetters() []event.Event {
 }
 
 func (m *Main) serveDeadLetter(w http.ResponseWriter, r *http.Request) {
-	h, err := runtime.CloudEvents(r.Context(), func(ctx context.Context, e event.Event) {
-		logging.FromContext(ctx).Warnw("dead letter", "id", e.ID(), "type", e.Type(), "subject", e.Subject(),
-			"error", e.Extensions()["knativeerrorcode"], "dest", e.Extensions()["knativeerrordest"])
-		m.deadMu.Lock()
-		m.deadLetter = append(m.deadLetter, e)
-		m.deadMu.Unlock()
-	})
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
+	h, _ := runtime.CloudEvents(r.Context(), m.receiveDeadLetter)
 	h.ServeHTTP(w, r)
+}
+
+// receiveDeadLetter keeps an event the Broker gave up on, as event_display logs it in the cluster.
+func (m *Main) receiveDeadLetter(ctx context.Context, e event.Event) (*event.Event, protocol.Result) {
+	logging.FromContext(ctx).Warnw("dead letter", "id", e.ID(), "type", e.Type(), "subject", e.Subject(),
+		"error", e.Extensions()["knativeerrorcode"], "dest", e.Extensions()["knativeerrordest"])
+	m.deadMu.Lock()
+	m.deadLetter = append(m.deadLetter, e)
+	m.deadMu.Unlock()
+	return nil, nil
 }
 
 // localEnv reads the functions' environment, filling what is unset with the local mode's values.
@@ -273,6 +274,7 @@ func localEnv(dataDir, sink string) (wiring.Env, error) {
 	if err := envconfig.Process("", &env); err != nil {
 		return env, fmt.Errorf("read environment: %w", err)
 	}
+	env.DataDir = dataDir
 	key, err := persistentKey(filepath.Join(dataDir, "page-token.key"))
 	if err != nil {
 		return env, err

@@ -23,6 +23,10 @@ type Line struct {
 	Text []byte
 }
 
+// ErrNoTimestamp means a line of the stream does not start with a timestamp. ParseLine and
+// Reader.Next still return the line, whole, as Text (with a zero Time), so a caller may keep it.
+var ErrNoTimestamp = errors.New("log line without a timestamp")
+
 // ParseLine splits a line of a timestamped log stream ("2026-11-27T19:00:00.000000001Z text").
 func ParseLine(raw []byte) (Line, error) {
 	raw = bytes.TrimSuffix(raw, []byte("\n"))
@@ -32,7 +36,7 @@ func ParseLine(raw []byte) (Line, error) {
 	}
 	t, err := time.Parse(time.RFC3339Nano, string(ts))
 	if err != nil {
-		return Line{}, fmt.Errorf("log line without a timestamp: %q", truncate(raw, 80))
+		return Line{Text: raw}, fmt.Errorf("%w: %q", ErrNoTimestamp, truncate(raw, 80))
 	}
 	return Line{Time: t.UTC(), Text: text}, nil
 }
@@ -51,13 +55,18 @@ const MaxLineBytes = 1 << 20
 // Reader reads Lines from a timestamped stream.
 type Reader struct {
 	r *bufio.Reader
+	// cont is set while the rest of a line longer than MaxLineBytes is being read: its pieces
+	// carry no timestamp of their own and get contTime.
+	cont     bool
+	contTime time.Time
 }
 
 // NewReader reads lines of the timestamped log stream r.
 func NewReader(r io.Reader) *Reader { return &Reader{r: bufio.NewReaderSize(r, 64<<10)} }
 
 // Next returns the next line, or io.EOF at the end of the stream. A final line without a
-// newline is returned too.
+// newline is returned too. A line longer than MaxLineBytes comes as several Lines with the
+// same Time. A line without a timestamp is returned with an error wrapping ErrNoTimestamp.
 func (r *Reader) Next() (Line, error) {
 	var buf []byte
 	for {
@@ -65,17 +74,30 @@ func (r *Reader) Next() (Line, error) {
 		buf = append(buf, part...)
 		switch {
 		case err == nil:
-			return ParseLine(buf)
+			return r.line(buf, false)
 		case errors.Is(err, bufio.ErrBufferFull) && len(buf) < MaxLineBytes:
 			continue
 		case errors.Is(err, bufio.ErrBufferFull):
-			return ParseLine(buf)
+			return r.line(buf, true)
 		case errors.Is(err, io.EOF) && len(buf) > 0:
-			return ParseLine(buf)
+			return r.line(buf, false)
 		default:
 			return Line{}, err
 		}
 	}
+}
+
+// line turns raw into a Line; more says the line goes on in the next piece.
+func (r *Reader) line(raw []byte, more bool) (Line, error) {
+	var l Line
+	var err error
+	if r.cont {
+		l = Line{Time: r.contTime, Text: bytes.TrimSuffix(raw, []byte("\n"))}
+	} else {
+		l, err = ParseLine(raw)
+	}
+	r.cont, r.contTime = more, l.Time
+	return l, err
 }
 
 // Chunk limits. A chunk closes when adding a line would pass MaxChunkBytes or MaxChunkLines.

@@ -14,8 +14,6 @@ import (
 	"sync"
 	"time"
 
-	cloudevents "github.com/cloudevents/sdk-go/v2"
-	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"github.com/kelseyhightower/envconfig"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -23,6 +21,8 @@ import (
 	"go.uber.org/zap/zapcore"
 	"knative.dev/pkg/logging"
 	"knative.dev/pkg/signals"
+
+	"github.com/omnibuildplatform/omni-orchestrator/shared/version"
 )
 
 // Env is the configuration every function reads from its environment.
@@ -77,6 +77,7 @@ func run(name string, build func(ctx context.Context) (*Function, error)) error 
 		return err
 	}
 	defer func() { _ = logger.Sync() }()
+	logger.Infow("starting", "function", name, "version", version.Version, "commit", version.Commit)
 	ctx := logging.WithLogger(signals.NewContext(), logger.Named(name))
 	fn, err := build(ctx)
 	if err != nil {
@@ -213,13 +214,3 @@ func (w *statusWriter) Flush() {
 
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-// CloudEvents returns an http.Handler that decodes CloudEvents (binary or structured) and calls
-// fn, the shape of sdk-go receivers: func(ctx, event.Event) (*event.Event, protocol.Result).
-func CloudEvents(ctx context.Context, fn any) (http.Handler, error) {
-	p, err := cehttp.New()
-	if err != nil {
-		return nil, err
-	}
-	return cloudevents.NewHTTPReceiveHandler(ctx, p, fn)
-}

@@ -52,6 +52,9 @@ type Env struct {
 	JobTTLSecondsAfterFinished int32 `envconfig:"OMNI_JOB_TTL_SECONDS_AFTER_FINISHED" default:"3600"`
 	// ResyncGrace is how old a job must be before resync may call its objects gone. Default 1m.
 	ResyncGrace time.Duration `envconfig:"OMNI_RESYNC_GRACE" default:"1m"`
+	// DataDir is the local all-in-one's data folder, set by shared/allinone and never read from
+	// the environment; empty in the cluster. Functions put local-mode defaults there.
+	DataDir string `ignored:"true"`
 }
 
 // OpenStore opens the store named by e.Store.
@@ -135,7 +138,9 @@ func (e Env) TokenKey(ctx context.Context) ([]byte, error) {
 
 // Deps are the dependencies built once per process and shared by the functions it runs.
 type Deps struct {
-	Store     store.Store
+	Store store.Store
+	// Logs is the same store's log side (both stores implement store.LogStore).
+	Logs      store.LogStore
 	Clusters  *kube.Clusters
 	Catalogue *manifest.Source
 	Auth      *auth.Authenticator
@@ -165,6 +170,11 @@ func (e Env) Build(ctx context.Context) (*Deps, error) {
 	}
 	if d.Store, err = e.OpenStore(ctx); err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
+	}
+	var ok bool
+	if d.Logs, ok = d.Store.(store.LogStore); !ok {
+		_ = d.Store.Close()
+		return nil, fmt.Errorf("open store: %T keeps no logs", d.Store)
 	}
 	return &d, nil
 }

@@ -1,21 +1,27 @@
 // Package bench holds omni-orchestrator's benchmarks (`make bench`). Every figure is measured
-// next to a baseline in the same run and printed with the ratio, so that a noisy machine moves
-// both and the ratio still means something. Nothing is asserted.
+// next to a baseline in the same run and printed with the ratio (as benchmark metrics and in a
+// table after each benchmark), so that a noisy machine moves both and the ratio still means
+// something. Nothing is asserted.
 //
 //   - BenchmarkSubmit: POST /v1/jobs (buildrpm on x86_64) through the all-in-one — auth,
-//     validation, rendering, SQLite insert, the Kubernetes creates and the job.created event —
-//     against raw client-go creates of the same rendered ConfigMap and Job on the same local
-//     cluster, with the same client rate limits. Latency p50/p99 and jobs/s, with one client and
-//     with a few concurrent ones. Before each run the cluster is let settle (no pod pending or
-//     running), so the pods of the previous run do not load the next one.
-//   - BenchmarkStatusSync: statussync.Handler.Receive of ApiServerSource pod update events
-//     (increasing resourceVersion, round robin over many jobs, the pod moving through its steps)
-//     on a fresh SQLite store, against a bare store.UpdateJob with a trivial change of the same
-//     jobs, in the same order: what decoding and deriving the status cost on top of the write.
-//   - BenchmarkColdStart: each function binary (built once) from exec to the first 200 on
-//     /readyz, its resident memory (VmRSS) right then, and the time from SIGTERM to exit, against
-//     a minimal net/http server answering /readyz, built the same way. The functions get a
-//     migrated SQLite file, real credentials files and the local clusters' configs.
+//     validation, rendering, the SQLite insert, the Kubernetes creates and the job.created
+//     event — against raw client-go creates of the same rendered ConfigMap and Job on the same
+//     local cluster, with the same client rate limits. Latency p50/p99 and jobs/s, with one
+//     client and with four. One iteration is 100 jobs through each path; the two paths take
+//     turns every few jobs, so the load the cluster is under (the pods of the jobs just created
+//     and the events they cause) weighs on both alike, and each run starts on a settled cluster
+//     (no pod pending or running). ns/op is the time of one such iteration.
+//   - BenchmarkStatusSync: statussync.Handler.Receive of ApiServerSource pod update events on a
+//     fresh SQLite store — every job's pod pending, then each container running in turn, then
+//     succeeded; increasing resourceVersions; round robin over the jobs, so every event changes
+//     its job — against a bare store.UpdateJob with a trivial change of the same jobs in the same
+//     order: what decoding the object and deriving the status cost on top of the write.
+//   - BenchmarkColdStart: each function binary (every functions/<name>, built once) from exec
+//     to the first 200 on /readyz, its resident memory (VmRSS) right then, and the time from
+//     SIGTERM to exit, against a minimal net/http server answering /readyz, built the same way,
+//     the two taking turns. The functions get a migrated SQLite file (sqlite.Open migrates; that
+//     is kept out of the starts), real credentials and notify subscriptions files and the local
+//     clusters' configs. ns/op is the time of one turn of each (both starts and stops).
 //
 // The local clusters (and the all-in-one) start once, on first use, and stop when the run ends.
 package bench

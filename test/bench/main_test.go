@@ -31,7 +31,16 @@ func TestMain(m *testing.M) {
 	flag.Parse()
 	code := m.Run()
 	if omni != nil {
+		// Let the router deliver what the clusters sent so far (status-sync may be behind the
+		// pods of the last runs), so that Close loses nothing.
 		began := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		if err := omni.Router.Drain(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+		}
+		cancel()
+		fmt.Fprintf(os.Stderr, "bench: router drained in %s\n", time.Since(began).Round(time.Millisecond))
+		began = time.Now()
 		if err := omni.Close(); err != nil {
 			fmt.Fprintln(os.Stderr, "bench: stop all-in-one:", err)
 		}
@@ -89,6 +98,12 @@ func (s sample) quantile(q float64) time.Duration {
 	slices.Sort(l)
 	i := int(math.Ceil(q*float64(len(l)))) - 1
 	return l[min(max(i, 0), len(l)-1)]
+}
+
+// add appends another run of the same thing.
+func (s *sample) add(o sample) {
+	s.lat = append(s.lat, o.lat...)
+	s.elapsed += o.elapsed
 }
 
 // perSecond is the throughput of the run.

@@ -69,7 +69,8 @@ func BenchmarkStatusSync(b *testing.B) {
 
 	b.Run("store.UpdateJob", func(b *testing.B) {
 		st, ids := freshStore(b, (b.N+stages-1)/stages)
-		s := measure(b, 1, func(i int) error {
+		b.ResetTimer()
+		s := measure(b, 1, b.N, func(i int) error {
 			j, _ := syncOrder(i, b.N, stages)
 			rv := strconv.Itoa(i + 1)
 			_, _, err := st.UpdateJob(ctx, ids[j], func(job *jobs.Job) (bool, error) {
@@ -81,6 +82,7 @@ func BenchmarkStatusSync(b *testing.B) {
 			})
 			return err
 		})
+		b.StopTimer()
 		res.put("store", s)
 		b.ReportMetric(s.perSecond(), "events/s")
 	})
@@ -88,7 +90,8 @@ func BenchmarkStatusSync(b *testing.B) {
 		st, ids := freshStore(b, (b.N+stages-1)/stages)
 		h := &statussync.Handler{Store: st}
 		changed := 0
-		s := measure(b, 1, func(i int) error {
+		b.ResetTimer()
+		s := measure(b, 1, b.N, func(i int) error {
 			j, stage := syncOrder(i, b.N, stages)
 			e, err := ps.event(ids[j], stage, i+1)
 			if err != nil {
@@ -103,6 +106,7 @@ func BenchmarkStatusSync(b *testing.B) {
 			}
 			return nil
 		})
+		b.StopTimer()
 		if changed != b.N {
 			b.Logf("%d of %d events changed their job", changed, b.N)
 		}

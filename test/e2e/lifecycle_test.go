@@ -201,8 +201,8 @@ func TestResyncRepairsMissedEnd(t *testing.T) {
 // Kubernetes Job and pods.
 func lastSnapshotsHandled(t *testing.T, cluster, id string) bool {
 	kjs := k8sJobs(t, cluster, id)
-	if len(kjs) != 1 || !rec.has("Job", kjs[0].Name, kjs[0].ResourceVersion) {
-		return false
+	if len(kjs) != 1 || !finished(&kjs[0]) || !rec.has("Job", kjs[0].Name, kjs[0].ResourceVersion) {
+		return false // the Job controller has yet to record the end, or that is not handled yet
 	}
 	pods, err := omni.Platform.Cluster(cluster).Clientset().CoreV1().Pods("default").List(context.Background(),
 		metav1.ListOptions{LabelSelector: jobIDLabel + "=" + id})
@@ -215,6 +215,15 @@ func lastSnapshotsHandled(t *testing.T, cluster, id string) bool {
 		}
 	}
 	return len(pods.Items) > 0
+}
+
+func finished(kj *batchv1.Job) bool {
+	for _, c := range kj.Status.Conditions {
+		if (c.Type == batchv1.JobComplete || c.Type == batchv1.JobFailed) && c.Status == corev1.ConditionTrue {
+			return true
+		}
+	}
+	return false
 }
 
 func stepStatus(j *jobs.Job, name string) jobs.StepStatus {
@@ -244,7 +253,6 @@ func waitK8sJob(t *testing.T, cluster, id string) {
 		}
 	}
 }
-
 
 // When the cluster refuses the Job (here a ResourceQuota allows no Jobs), the job is stored as
 // failed with the reason, the client gets a 502 naming it, and no object of it is left behind

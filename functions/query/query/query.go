@@ -37,6 +37,8 @@ type Handler struct {
 	Catalogue func() Catalogue
 	// Tokens signs and checks page tokens.
 	Tokens *Tokens
+	// Logs serves the log routes (none when nil).
+	Logs *LogHandler
 }
 
 // Name is the function's name.
@@ -58,6 +60,9 @@ func (h *Handler) Routes(mux *http.ServeMux, authn func(http.Handler) http.Handl
 	mux.Handle("GET /v1/jobs", authn(http.HandlerFunc(h.serveList)))
 	mux.Handle("POST /v1/jobs:batchGet", authn(http.HandlerFunc(h.serveBatchGet)))
 	mux.Handle("GET /v1/tasks", authn(http.HandlerFunc(h.serveTasks)))
+	if h.Logs != nil {
+		h.Logs.Routes(mux, authn)
+	}
 	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(openAPI)
@@ -67,6 +72,7 @@ func (h *Handler) Routes(mux *http.ServeMux, authn func(http.Handler) http.Handl
 // NewFunction builds the query function.
 func NewFunction(ctx context.Context, env wiring.Env, d *wiring.Deps) (*runtime.Function, error) {
 	h := &Handler{Store: d.Store, Catalogue: func() Catalogue { return d.Catalogue.Current() }, Tokens: NewTokens(d.TokenKey)}
+	h.Logs = &LogHandler{Jobs: d.Store, Store: d.Logs, Live: KubeLogs{Clusters: d.Clusters}, Tokens: h.Tokens, Stop: ctx.Done()}
 	return &runtime.Function{
 		Name:   Name,
 		Routes: func(mux *http.ServeMux) { h.Routes(mux, d.Auth.Middleware) },

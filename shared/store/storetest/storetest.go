@@ -14,6 +14,8 @@
 //   - Observed, which the JSON form of a job omits, is stored too.
 //   - A ListJobs page may hold fewer jobs than Limit, even none, while Next is not "": only
 //     Next == "" ends a listing.
+//
+// For stores that also implement store.LogStore, Run runs the logs part too (logs.go).
 package storetest
 
 import (
@@ -63,6 +65,9 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		"ParametersRoundTrip":   testParametersRoundTrip,
 		"ObservedRoundTrip":     testObservedRoundTrip,
 		"Ping":                  testPing,
+	}
+	for name, test := range logTestsOf() {
+		tests[name] = test
 	}
 	names := make([]string, 0, len(tests))
 	for name := range tests {

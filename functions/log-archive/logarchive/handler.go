@@ -1,0 +1,404 @@
+// Package logarchive is the core of the log-archive function. When a job has ended it streams
+// the log of every step container from the job's cluster, stores it in chunks, records each
+// step's archive state, removes the pod finalizer that held the pods for it, and replies
+// logs.archived. It also stores the lines workers push while they run (logs.appended).
+//
+// Exactly once: a step is always re-read from its first line and cut into chunks by
+// shared/logs.Chunker, which numbers the same stream the same way every time; PutLogChunk
+// keeps the first write of each number. So a redelivered event, or an archive that died half
+// way, ends with every line stored once (docs/logs.md).
+package logarchive
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/cloudevents/sdk-go/v2/protocol"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"knative.dev/pkg/logging"
+
+	"github.com/omnibuildplatform/omni-orchestrator/shared/events"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/logs"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/store"
+)
+
+// Name is the function's name: its Knative Service, and the source of the events it emits.
+const Name = "log-archive"
+
+// Store is what log-archive needs of the log store.
+type Store interface {
+	PutLogChunk(ctx context.Context, c store.LogChunk) error
+	LogChunks(ctx context.Context, jobID, step, source string, after int64, limit int) ([]store.LogChunk, error)
+	PutLogStep(ctx context.Context, s store.LogStep) error
+	LogSteps(ctx context.Context, jobID string) ([]store.LogStep, error)
+}
+
+// Jobs reads job records (to check pushed lines against their job).
+type Jobs interface {
+	GetJob(ctx context.Context, id string) (*jobs.Job, error)
+}
+
+// Cluster is what log-archive needs of one build cluster.
+type Cluster interface {
+	// Pods lists the pods labelled with the job id.
+	Pods(ctx context.Context, namespace, jobID string) ([]corev1.Pod, error)
+	// StreamLogs opens the whole log of one container, each line prefixed with its timestamp.
+	StreamLogs(ctx context.Context, namespace, pod, container string) (io.ReadCloser, error)
+	// RemoveFinalizer removes kube.PodFinalizer from the pod if it is there; a pod that is
+	// gone is fine.
+	RemoveFinalizer(ctx context.Context, namespace, pod string) error
+}
+
+// Clusters finds a build cluster by its engine instance name.
+type Clusters interface {
+	Cluster(name string) (Cluster, error)
+}
+
+// Handler is the log-archive function.
+type Handler struct {
+	Logs     Store
+	Jobs     Jobs
+	Clusters Clusters
+	// AfterChunk, if set, is called after each archived chunk is stored; an error aborts the
+	// archive there, as a crash would (tests use it).
+	AfterChunk func(ctx context.Context, c store.LogChunk) error
+}
+
+// errStillRunning: a step container of an ended job still runs (a cancelled pod that is being
+// stopped). Retried: the Broker's backoff gives it time to end, and its end changes the job's
+// steps, which emits job.changed and delivers the job here again.
+var errStillRunning = errors.New("still running")
+
+// Receive handles one event: job.changed of an ended job (archive its logs) or logs.appended
+// (store pushed lines). It answers 400 for events it can never use and an error (retry) when
+// the store or the cluster fails.
+func (h *Handler) Receive(ctx context.Context, e event.Event) (*event.Event, protocol.Result) {
+	log := logging.FromContext(ctx).With(zap.String("event", e.ID()), zap.String("type", e.Type()))
+	switch e.Type() {
+	case events.TypeJobChanged:
+		var d events.JobData
+		if err := json.Unmarshal(e.Data(), &d); err != nil || d.Job == nil || d.ID == "" {
+			return nil, cehttp.NewResult(http.StatusBadRequest, "%s: data is not a job: %v", Name, err)
+		}
+		if !d.Status.Terminal() {
+			log.Debugw("ignoring a job that has not ended", "job", d.ID, "status", d.Status)
+			return nil, protocol.ResultACK
+		}
+		res, err := h.Archive(ctx, d.Job)
+		if err != nil {
+			return nil, result(fmt.Errorf("%s: archive job %s: %w", Name, d.ID, err))
+		}
+		if !res.Settled() {
+			return nil, protocol.ResultACK
+		}
+		reply, err := events.NewLogsArchivedEvent(Name, d.Job, res.Data(d.Job))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", Name, err)
+		}
+		return &reply, protocol.ResultACK
+	case events.TypeLogsAppended:
+		var d events.LogsAppendedData
+		if err := json.Unmarshal(e.Data(), &d); err != nil {
+			return nil, cehttp.NewResult(http.StatusBadRequest, "%s: data is not a logs.appended payload: %v", Name, err)
+		}
+		if err := h.Append(ctx, e.Subject(), d); err != nil {
+			if errors.Is(err, jobs.ErrNotFound) {
+				log.Debugw("ignoring lines pushed for an unknown job", "job", e.Subject())
+				return nil, protocol.ResultACK
+			}
+			return nil, result(fmt.Errorf("%s: %w", Name, err))
+		}
+		return nil, protocol.ResultACK
+	}
+	return nil, cehttp.NewResult(http.StatusBadRequest, "%s: unexpected event type %q", Name, e.Type())
+}
+
+// result maps an error to the event result: bad input is never retried, the rest is.
+func result(err error) protocol.Result {
+	if jobs.IsInvalid(err) {
+		return cehttp.NewResult(http.StatusBadRequest, "%s", err.Error())
+	}
+	return err
+}
+
+// Result is the archive state of a job's steps after Archive, in the job's step order.
+type Result struct {
+	Steps []store.LogStep
+}
+
+// Settled reports whether the log of every step is archived, whole or as far as it could be.
+func (r Result) Settled() bool {
+	for _, s := range r.Steps {
+		if !s.Complete && !s.Incomplete {
+			return false
+		}
+	}
+	return true
+}
+
+// Data is the logs.archived data of r for job j.
+func (r Result) Data(j *jobs.Job) events.LogsArchivedData {
+	d := events.LogsArchivedData{JobID: j.ID, Status: j.Status, Complete: true, Steps: []events.LogsStep{}}
+	for _, s := range r.Steps {
+		whole := s.Complete && !s.Incomplete
+		d.Complete = d.Complete && whole
+		d.Steps = append(d.Steps, events.LogsStep{Name: s.Step, Bytes: s.Bytes, Lines: s.Lines,
+			Complete: whole, Incomplete: !whole, Reason: s.Reason})
+	}
+	return d
+}
+
+// stepNames are the job's steps; a job without recorded steps has those of its pods.
+func stepNames(j *jobs.Job, pods []corev1.Pod) []string {
+	var names []string
+	for _, s := range j.Steps {
+		names = append(names, s.Name)
+	}
+	if len(names) > 0 {
+		return names
+	}
+	for _, p := range pods {
+		for _, c := range append(slices.Clone(p.Spec.InitContainers), p.Spec.Containers...) {
+			if !slices.Contains(names, c.Name) {
+				names = append(names, c.Name)
+			}
+		}
+	}
+	return names
+}
+
+// Archive stores the log of every step of the ended job j that is not archived yet, then
+// removes the pod finalizer from its pods. A step already archived (by an earlier delivery) is
+// not read again. A step whose pod or log is gone is recorded Incomplete with the reason; a
+// step that never started is Complete with no line.
+func (h *Handler) Archive(ctx context.Context, j *jobs.Job) (Result, error) {
+	stored, err := h.Logs.LogSteps(ctx, j.ID)
+	if err != nil {
+		return Result{}, err
+	}
+	state := map[string]store.LogStep{}
+	for _, s := range stored {
+		state[s.Step] = s
+	}
+	var cl Cluster
+	var pods []corev1.Pod
+	if j.Cluster != "" {
+		if cl, err = h.Clusters.Cluster(j.Cluster); err != nil {
+			return Result{}, err
+		}
+		if pods, err = cl.Pods(ctx, j.Namespace, j.ID); err != nil {
+			return Result{}, err
+		}
+	}
+	var res Result
+	for _, step := range stepNames(j, pods) {
+		st, ok := state[step]
+		if !ok || (!st.Complete && !st.Incomplete) {
+			if st, err = h.archiveStep(ctx, cl, j, pods, step); err != nil {
+				return Result{}, fmt.Errorf("step %s: %w", step, err)
+			}
+		}
+		res.Steps = append(res.Steps, st)
+	}
+	for _, p := range pods {
+		if slices.Contains(p.Finalizers, kube.PodFinalizer) {
+			if err := cl.RemoveFinalizer(ctx, p.Namespace, p.Name); err != nil {
+				return Result{}, fmt.Errorf("remove the finalizer of pod %s: %w", p.Name, err)
+			}
+		}
+	}
+	return res, nil
+}
+
+// containerOf returns the newest pod in which container step has started, with its status.
+func containerOf(pods []corev1.Pod, step string) (*corev1.Pod, *corev1.ContainerStatus) {
+	var pod *corev1.Pod
+	var status *corev1.ContainerStatus
+	for i := range pods {
+		p := &pods[i]
+		for _, list := range [][]corev1.ContainerStatus{p.Status.InitContainerStatuses, p.Status.ContainerStatuses} {
+			for k := range list {
+				cs := &list[k]
+				if cs.Name != step || (cs.State.Running == nil && cs.State.Terminated == nil) {
+					continue
+				}
+				if pod == nil || p.CreationTimestamp.After(pod.CreationTimestamp.Time) {
+					pod, status = p, cs
+				}
+			}
+		}
+	}
+	return pod, status
+}
+
+func (h *Handler) archiveStep(ctx context.Context, cl Cluster, j *jobs.Job, pods []corev1.Pod, step string) (store.LogStep, error) {
+	st := store.LogStep{JobID: j.ID, Step: step}
+	pod, cs := containerOf(pods, step)
+	switch {
+	case pod == nil && len(pods) > 0, pod == nil && neverRan(j, step):
+		// The step never started: there is no log, and there will be none.
+		st.Complete = true
+		return st, h.putStep(ctx, st, "complete")
+	case pod == nil:
+		return h.incomplete(ctx, st, fmt.Sprintf("the job's pods were gone before the log of step %s was archived", step))
+	case cs.State.Running != nil:
+		return st, fmt.Errorf("container %s of pod %s: %w", step, pod.Name, errStillRunning)
+	}
+	rc, err := cl.StreamLogs(ctx, pod.Namespace, pod.Name, step)
+	if err != nil {
+		if reason, gone := logGone(err); gone {
+			return h.incomplete(ctx, st, fmt.Sprintf("the log of pod %s is not available: %s", pod.Name, reason))
+		}
+		return st, err
+	}
+	defer rc.Close()
+	ch := &logs.Chunker{JobID: j.ID, Step: step, Source: store.LogSourceArchive}
+	put := func(c store.LogChunk) error {
+		if err := h.Logs.PutLogChunk(ctx, c); err != nil {
+			return err
+		}
+		st.LastSeq = c.Seq
+		st.Bytes += int64(len(c.Data))
+		st.Lines += int64(c.Lines)
+		if h.AfterChunk != nil {
+			return h.AfterChunk(ctx, c)
+		}
+		return nil
+	}
+	r := logs.NewReader(rc)
+	var last time.Time
+	for {
+		l, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if errors.Is(err, logs.ErrNoTimestamp) {
+			l.Time = last // kept, with the time of the line before
+		} else if err != nil {
+			return st, fmt.Errorf("read the log of pod %s: %w", pod.Name, err)
+		}
+		last = l.Time
+		if c, ok := ch.Add(l); ok {
+			if err := put(c); err != nil {
+				return st, err
+			}
+		}
+	}
+	if c, ok := ch.Flush(); ok {
+		if err := put(c); err != nil {
+			return st, err
+		}
+	}
+	st.Complete = true
+	archivedBytes.Add(float64(st.Bytes))
+	archivedLines.Add(float64(st.Lines))
+	return st, h.putStep(ctx, st, "complete")
+}
+
+// incomplete records that the log of st's step can no longer be read, with what an earlier,
+// interrupted delivery stored of it (that is all there will be).
+func (h *Handler) incomplete(ctx context.Context, st store.LogStep, reason string) (store.LogStep, error) {
+	st.Incomplete, st.Reason = true, reason
+	for {
+		cs, err := h.Logs.LogChunks(ctx, st.JobID, st.Step, store.LogSourceArchive, st.LastSeq, 100)
+		if err != nil {
+			return st, err
+		}
+		if len(cs) == 0 {
+			break
+		}
+		for _, c := range cs {
+			st.LastSeq = c.Seq
+			st.Bytes += int64(len(c.Data))
+			st.Lines += int64(c.Lines)
+		}
+	}
+	return st, h.putStep(ctx, st, "incomplete")
+}
+
+func (h *Handler) putStep(ctx context.Context, st store.LogStep, outcome string) error {
+	if err := h.Logs.PutLogStep(ctx, st); err != nil {
+		return err
+	}
+	archivedSteps.WithLabelValues(outcome).Inc()
+	return nil
+}
+
+// neverRan reports whether the job's record says step never started.
+func neverRan(j *jobs.Job, step string) bool {
+	for _, s := range j.Steps {
+		if s.Name == step {
+			return s.Status == jobs.StepWaiting && s.StartedAt == nil
+		}
+	}
+	return false
+}
+
+// logGone reports whether err means the container's log will never be served: the pod is gone,
+// or the API server refused the request for this container (no such container, log file gone).
+func logGone(err error) (string, bool) {
+	var se apierrors.APIStatus
+	if apierrors.IsNotFound(err) || apierrors.IsBadRequest(err) {
+		msg := err.Error()
+		if errors.As(err, &se) {
+			msg = se.Status().Message
+		}
+		return msg, true
+	}
+	return "", false
+}
+
+// Append stores the lines a worker pushed for a step of job jobID as one chunk of the push
+// source, numbered by the worker. A push sent again is a no-op. An unknown job is
+// jobs.ErrNotFound; a bad payload is a *jobs.InvalidError.
+func (h *Handler) Append(ctx context.Context, jobID string, d events.LogsAppendedData) error {
+	switch {
+	case jobID == "":
+		return jobs.Invalid("subject", "the job id is required")
+	case d.Step == "":
+		return jobs.Invalid("step", "required")
+	case d.Seq < 1:
+		return jobs.Invalid("seq", "%d: pushes are numbered from 1", d.Seq)
+	case len(d.Lines) == 0:
+		return jobs.Invalid("lines", "no line")
+	}
+	j, err := h.Jobs.GetJob(ctx, jobID)
+	if err != nil {
+		return err
+	}
+	if !slices.ContainsFunc(j.Steps, func(s jobs.Step) bool { return s.Name == d.Step }) {
+		return jobs.Invalid("step", "job %s has no step %q", jobID, d.Step)
+	}
+	c := store.LogChunk{JobID: jobID, Step: d.Step, Source: store.LogSourcePush, Seq: d.Seq}
+	var data strings.Builder
+	for _, l := range d.Lines {
+		for _, text := range strings.Split(l.Text, "\n") {
+			data.WriteString(text)
+			data.WriteByte('\n')
+			c.Lines++
+		}
+		if c.FirstTime.IsZero() {
+			c.FirstTime = l.Time.UTC()
+		}
+		c.LastTime = l.Time.UTC()
+	}
+	c.Data = []byte(data.String())
+	if err := h.Logs.PutLogChunk(ctx, c); err != nil {
+		return fmt.Errorf("store pushed lines %s/%s/%d: %w", jobID, d.Step, d.Seq, err)
+	}
+	pushedLines.Add(float64(c.Lines))
+	return nil
+}

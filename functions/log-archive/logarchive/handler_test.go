@@ -1,0 +1,543 @@
+package logarchive
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/cloudevents/sdk-go/v2/protocol"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/omnibuildplatform/omni-orchestrator/shared/events"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/sqlite"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/store"
+)
+
+var _ Cluster = (*fakeCluster)(nil)
+
+// fakeCluster serves pods and container logs from memory.
+type fakeCluster struct {
+	mu      sync.Mutex
+	pods    []corev1.Pod
+	logs    map[string]string // "pod/container" → timestamped stream
+	errs    map[string]error  // "pod/container" → StreamLogs error
+	streams map[string]int    // "pod/container" → times streamed
+	removed []string          // pods whose finalizer was removed
+}
+
+func (f *fakeCluster) Pods(_ context.Context, _, jobID string) ([]corev1.Pod, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []corev1.Pod
+	for _, p := range f.pods {
+		if p.Labels[kube.LabelJobID] == jobID {
+			out = append(out, *p.DeepCopy())
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeCluster) StreamLogs(_ context.Context, _, pod, container string) (io.ReadCloser, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	k := pod + "/" + container
+	f.streams[k]++
+	if err := f.errs[k]; err != nil {
+		return nil, err
+	}
+	return io.NopCloser(strings.NewReader(f.logs[k])), nil
+}
+
+func (f *fakeCluster) RemoveFinalizer(_ context.Context, _, pod string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.removed = append(f.removed, pod)
+	for i := range f.pods {
+		if f.pods[i].Name == pod {
+			f.pods[i].Finalizers = nil
+		}
+	}
+	return nil
+}
+
+type fakeClusters map[string]Cluster
+
+func (f fakeClusters) Cluster(name string) (Cluster, error) {
+	if c, ok := f[name]; ok {
+		return c, nil
+	}
+	return nil, fmt.Errorf("cluster %q: %w", name, jobs.ErrNotFound)
+}
+
+var t0 = time.Date(2026, 11, 27, 19, 0, 0, 0, time.UTC)
+
+// stream returns a timestamped log of n lines of step and the text it stands for.
+func stream(step string, n int) (served, text string) {
+	var s, w strings.Builder
+	for i := range n {
+		line := fmt.Sprintf("%s line %d %s", step, i, strings.Repeat("~", i%200))
+		fmt.Fprintf(&s, "%s %s\n", t0.Add(time.Duration(i)*time.Microsecond).Format(time.RFC3339Nano), line)
+		w.WriteString(line + "\n")
+	}
+	return s.String(), w.String()
+}
+
+type fixture struct {
+	h       *Handler
+	st      *sqlite.Store
+	cluster *fakeCluster
+	job     *jobs.Job
+	want    map[string]string // step → archived text
+}
+
+var steps = []string{"fetch", "build", "upload"}
+
+func terminated(name string) corev1.ContainerStatus {
+	return corev1.ContainerStatus{Name: name, State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0}}}
+}
+
+// newFixture: an ended job of three steps (two init containers, one container) whose pod
+// holds the finalizer; the logs are n lines per step.
+func newFixture(t *testing.T, n int) *fixture {
+	t.Helper()
+	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "omni.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	j := &jobs.Job{ID: "job-1", Service: "svc", Task: "buildrpm", Arch: "x86_64", Cluster: "x86", Namespace: "default",
+		Status: jobs.StatusSucceeded}
+	for _, s := range steps {
+		j.Steps = append(j.Steps, jobs.Step{Name: s, Status: jobs.StepSucceeded, StartedAt: &t0})
+	}
+	if err := st.CreateJob(t.Context(), j); err != nil {
+		t.Fatal(err)
+	}
+	pod := corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "omni-job-1-abc", Namespace: "default", Labels: map[string]string{kube.LabelJobID: j.ID},
+			Finalizers: []string{kube.PodFinalizer}},
+		Status: corev1.PodStatus{
+			Phase:                 corev1.PodSucceeded,
+			InitContainerStatuses: []corev1.ContainerStatus{terminated("fetch"), terminated("build")},
+			ContainerStatuses:     []corev1.ContainerStatus{terminated("upload")},
+		},
+	}
+	f := &fixture{st: st, job: j, want: map[string]string{},
+		cluster: &fakeCluster{pods: []corev1.Pod{pod}, logs: map[string]string{}, errs: map[string]error{}, streams: map[string]int{}}}
+	for _, s := range steps {
+		served, text := stream(s, n)
+		f.cluster.logs[pod.Name+"/"+s] = served
+		f.want[s] = text
+	}
+	f.h = &Handler{Logs: st, Jobs: st, Clusters: fakeClusters{"x86": f.cluster}}
+	return f
+}
+
+func (f *fixture) event(t *testing.T) event.Event {
+	t.Helper()
+	e, err := events.NewJobEvent(events.TypeJobChanged, "status-sync", f.job, jobs.StatusRunning)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// archived returns the archived text of step and checks the chunks are numbered 1, 2, ….
+func (f *fixture) archived(t *testing.T, step string) string {
+	t.Helper()
+	var b bytes.Buffer
+	for after := int64(0); ; {
+		cs, err := f.st.LogChunks(t.Context(), f.job.ID, step, store.LogSourceArchive, after, 7)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(cs) == 0 {
+			return b.String()
+		}
+		for _, c := range cs {
+			if c.Seq != after+1 {
+				t.Fatalf("step %s: chunk %d after %d", step, c.Seq, after)
+			}
+			after = c.Seq
+			b.Write(c.Data)
+		}
+	}
+}
+
+func (f *fixture) logSteps(t *testing.T) map[string]store.LogStep {
+	t.Helper()
+	ss, err := f.st.LogSteps(t.Context(), f.job.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]store.LogStep{}
+	for _, s := range ss {
+		out[s.Step] = s
+	}
+	return out
+}
+
+func archivedData(t *testing.T, reply *event.Event) events.LogsArchivedData {
+	t.Helper()
+	if reply == nil {
+		t.Fatal("no logs.archived reply")
+	}
+	if reply.Type() != events.TypeLogsArchived || reply.ID() != "job-1.logs.archived" || reply.Subject() != "job-1" {
+		t.Errorf("reply %s %s %s", reply.Type(), reply.ID(), reply.Subject())
+	}
+	var d events.LogsArchivedData
+	if err := json.Unmarshal(reply.Data(), &d); err != nil {
+		t.Fatal(err)
+	}
+	if reply.Extensions()[events.ExtStatus] != string(d.Status) || reply.Extensions()[events.ExtService] != "svc" {
+		t.Errorf("reply extensions %v", reply.Extensions())
+	}
+	return d
+}
+
+func receive(t *testing.T, h *Handler, e event.Event) (*event.Event, protocol.Result) {
+	t.Helper()
+	return h.Receive(t.Context(), e)
+}
+
+func TestArchive(t *testing.T) {
+	f := newFixture(t, 10000) // several chunks per step
+	reply, res := receive(t, f.h, f.event(t))
+	if !protocol.IsACK(res) {
+		t.Fatalf("Receive: %v", res)
+	}
+	d := archivedData(t, reply)
+	if !d.Complete || len(d.Steps) != 3 {
+		t.Errorf("logs.archived data: %+v", d)
+	}
+	for i, s := range steps {
+		if got := f.archived(t, s); got != f.want[s] {
+			t.Errorf("step %s: archived %d bytes, want the %d bytes served", s, len(got), len(f.want[s]))
+		}
+		ls := f.logSteps(t)[s]
+		if !ls.Complete || ls.Incomplete || ls.Bytes != int64(len(f.want[s])) || ls.Lines != 10000 || ls.LastSeq < 2 {
+			t.Errorf("step %s state: %+v", s, ls)
+		}
+		if d.Steps[i] != (events.LogsStep{Name: s, Bytes: ls.Bytes, Lines: ls.Lines, Complete: true}) {
+			t.Errorf("logs.archived step %d: %+v", i, d.Steps[i])
+		}
+	}
+	if d := cmp.Diff([]string{"omni-job-1-abc"}, f.cluster.removed); d != "" {
+		t.Errorf("finalizers removed (-want +got):\n%s", d)
+	}
+
+	// A redelivery (or a later job.changed of the ended job) reads nothing again, replies the
+	// same event, and stores nothing twice.
+	f.cluster.pods[0].Finalizers = []string{kube.PodFinalizer} // as if the first removal was lost
+	again, res := receive(t, f.h, f.event(t))
+	if !protocol.IsACK(res) {
+		t.Fatalf("Receive again: %v", res)
+	}
+	if d2 := archivedData(t, again); !cmp.Equal(d, d2) {
+		t.Errorf("second reply differs: %+v vs %+v", d2, d)
+	}
+	for k, n := range f.cluster.streams {
+		if n != 1 {
+			t.Errorf("%s streamed %d times, want once", k, n)
+		}
+	}
+	if len(f.cluster.removed) != 2 {
+		t.Errorf("finalizer removals: %v, want a second one", f.cluster.removed)
+	}
+	for _, s := range steps {
+		if got := f.archived(t, s); got != f.want[s] {
+			t.Errorf("step %s after a redelivery: %d bytes, want %d", s, len(got), len(f.want[s]))
+		}
+	}
+}
+
+// An archive killed after some chunks and delivered again ends with every line once.
+func TestArchiveCrashHalfWay(t *testing.T) {
+	for _, failAfter := range []int{1, 2, 5, 9} {
+		t.Run(fmt.Sprint(failAfter), func(t *testing.T) {
+			f := newFixture(t, 20000)
+			stored := 0
+			f.h.AfterChunk = func(context.Context, store.LogChunk) error {
+				if stored++; stored == failAfter {
+					return errors.New("killed")
+				}
+				return nil
+			}
+			if reply, res := receive(t, f.h, f.event(t)); protocol.IsACK(res) || reply != nil {
+				t.Fatalf("first delivery: %v, reply %v; want a failure", res, reply)
+			}
+			if len(f.cluster.removed) != 0 {
+				t.Fatal("the finalizer was removed although the archive failed")
+			}
+			reply, res := receive(t, f.h, f.event(t))
+			if !protocol.IsACK(res) {
+				t.Fatalf("redelivery: %v", res)
+			}
+			if d := archivedData(t, reply); !d.Complete {
+				t.Errorf("after the redelivery: %+v", d)
+			}
+			for _, s := range steps {
+				if got := f.archived(t, s); got != f.want[s] {
+					t.Errorf("step %s: %d bytes, %d lines; want %d bytes, %d lines", s, len(got), strings.Count(got, "\n"),
+						len(f.want[s]), strings.Count(f.want[s], "\n"))
+				}
+			}
+		})
+	}
+}
+
+func TestArchiveWhenPodsAreGone(t *testing.T) {
+	f := newFixture(t, 10)
+	f.cluster.pods = nil
+	f.job.Status = jobs.StatusLost
+	f.job.Steps[2] = jobs.Step{Name: "upload", Status: jobs.StepWaiting} // never ran
+	// An earlier delivery stored the first chunk of fetch before it died.
+	partial := store.LogChunk{JobID: f.job.ID, Step: "fetch", Source: store.LogSourceArchive, Seq: 1, Data: []byte("a\nb\n"), Lines: 2}
+	if err := f.st.PutLogChunk(t.Context(), partial); err != nil {
+		t.Fatal(err)
+	}
+	reply, res := receive(t, f.h, f.event(t))
+	if !protocol.IsACK(res) {
+		t.Fatalf("Receive: %v", res)
+	}
+	d := archivedData(t, reply)
+	if d.Complete {
+		t.Error("logs.archived says complete although the pods were gone")
+	}
+	got := f.logSteps(t)
+	for _, s := range []string{"fetch", "build"} {
+		if !got[s].Incomplete || got[s].Complete || !strings.Contains(got[s].Reason, "gone") {
+			t.Errorf("step %s: %+v, want incomplete with a reason", s, got[s])
+		}
+	}
+	if fe := got["fetch"]; fe.LastSeq != 1 || fe.Bytes != 4 || fe.Lines != 2 {
+		t.Errorf("incomplete step fetch: %+v, want the counts of the chunk stored before", fe)
+	}
+	if u := got["upload"]; !u.Complete || u.Incomplete || u.Lines != 0 {
+		t.Errorf("a step that never ran: %+v, want complete with no line", u)
+	}
+}
+
+func TestArchiveStepOutcomes(t *testing.T) {
+	notFound := apierrors.NewNotFound(schema.GroupResource{Resource: "pods"}, "omni-job-1-abc")
+	badRequest := apierrors.NewBadRequest(`container "build" in pod "omni-job-1-abc" is not available`)
+	tests := map[string]struct {
+		setup      func(f *fixture)
+		wantErr    bool
+		wantStates map[string]string // step → complete | incomplete | ""
+	}{
+		"pod deleted while archiving": {
+			setup:      func(f *fixture) { f.cluster.errs["omni-job-1-abc/build"] = notFound },
+			wantStates: map[string]string{"fetch": "complete", "build": "incomplete", "upload": "complete"},
+		},
+		"container log refused": {
+			setup:      func(f *fixture) { f.cluster.errs["omni-job-1-abc/build"] = badRequest },
+			wantStates: map[string]string{"fetch": "complete", "build": "incomplete", "upload": "complete"},
+		},
+		"cluster unavailable": {
+			setup:      func(f *fixture) { f.cluster.errs["omni-job-1-abc/build"] = apierrors.NewServiceUnavailable("down") },
+			wantErr:    true,
+			wantStates: map[string]string{"fetch": "complete", "build": "", "upload": ""},
+		},
+		"container still running": {
+			setup: func(f *fixture) {
+				f.cluster.pods[0].Status.ContainerStatuses[0].State = corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}
+			},
+			wantErr:    true,
+			wantStates: map[string]string{"fetch": "complete", "build": "complete", "upload": ""},
+		},
+		"step never started": {
+			setup: func(f *fixture) {
+				f.cluster.pods[0].Status.ContainerStatuses[0].State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "PodInitializing"}}
+				f.cluster.logs["omni-job-1-abc/upload"] = ""
+			},
+			wantStates: map[string]string{"fetch": "complete", "build": "complete", "upload": "complete"},
+		},
+		"lines without timestamps are kept": {
+			setup: func(f *fixture) {
+				f.cluster.logs["omni-job-1-abc/build"] = "2026-11-27T19:00:00Z first\nno timestamp here\n"
+				f.want["build"] = "first\nno timestamp here\n"
+			},
+			wantStates: map[string]string{"fetch": "complete", "build": "complete", "upload": "complete"},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, 5)
+			tc.setup(f)
+			reply, res := receive(t, f.h, f.event(t))
+			if protocol.IsACK(res) == tc.wantErr {
+				t.Fatalf("Receive: %v, want an error: %v", res, tc.wantErr)
+			}
+			if tc.wantErr && (reply != nil || len(f.cluster.removed) != 0) {
+				t.Errorf("a failed archive replied %v / removed finalizers %v", reply, f.cluster.removed)
+			}
+			got := f.logSteps(t)
+			for step, want := range tc.wantStates {
+				s := got[step]
+				state := ""
+				switch {
+				case s.Complete && !s.Incomplete:
+					state = "complete"
+				case s.Incomplete:
+					state = "incomplete"
+				}
+				if state != want {
+					t.Errorf("step %s: %+v, want %q", step, s, want)
+				}
+				if want == "incomplete" && s.Reason == "" {
+					t.Errorf("step %s: incomplete without a reason", step)
+				}
+				if want == "complete" && f.archived(t, step) != f.want[step] && f.cluster.logs["omni-job-1-abc/"+step] != "" {
+					t.Errorf("step %s: archived %q, want %q", step, f.archived(t, step), f.want[step])
+				}
+			}
+		})
+	}
+}
+
+func TestReceiveRejects(t *testing.T) {
+	f := newFixture(t, 1)
+	bad := func(typ string, data any) event.Event {
+		e := cloudevents.NewEvent()
+		e.SetID("x")
+		e.SetSource("/test")
+		e.SetType(typ)
+		e.SetSubject("job-1")
+		if err := e.SetData(cloudevents.ApplicationJSON, data); err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	running := f.job.Clone()
+	running.Status = jobs.StatusRunning
+	runningEvent, _ := events.NewJobEvent(events.TypeJobChanged, "status-sync", running, jobs.StatusPending)
+	tests := map[string]struct {
+		e        event.Event
+		wantCode int // 0: ACK without reply
+	}{
+		"unknown type":            {bad("org.example.other", map[string]any{}), http.StatusBadRequest},
+		"job.changed without job": {bad(events.TypeJobChanged, []int{1}), http.StatusBadRequest},
+		"job without id":          {bad(events.TypeJobChanged, map[string]any{"status": "failed"}), http.StatusBadRequest},
+		"job not ended":           {runningEvent, 0},
+		"push without lines":      {bad(events.TypeLogsAppended, events.LogsAppendedData{Step: "build", Seq: 1}), http.StatusBadRequest},
+		"push to unknown step":    {bad(events.TypeLogsAppended, events.LogsAppendedData{Step: "nope", Seq: 1, Lines: []events.AppendedLine{{Text: "x"}}}), http.StatusBadRequest},
+		"push seq 0":              {bad(events.TypeLogsAppended, events.LogsAppendedData{Step: "build", Lines: []events.AppendedLine{{Text: "x"}}}), http.StatusBadRequest},
+		"push not JSON":           {bad(events.TypeLogsAppended, "text"), http.StatusBadRequest},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			reply, res := receive(t, f.h, tc.e)
+			if reply != nil {
+				t.Errorf("reply %v, want none", reply)
+			}
+			if tc.wantCode == 0 {
+				if !protocol.IsACK(res) {
+					t.Errorf("result %v, want ACK", res)
+				}
+				return
+			}
+			var hr *cehttp.Result
+			if !cloudevents.ResultAs(res, &hr) || hr.StatusCode != tc.wantCode {
+				t.Errorf("result %v, want %d", res, tc.wantCode)
+			}
+		})
+	}
+	if len(f.cluster.streams) != 0 {
+		t.Errorf("rejected events read logs: %v", f.cluster.streams)
+	}
+}
+
+func TestAppend(t *testing.T) {
+	f := newFixture(t, 1)
+	push := func(seq int64, lines ...events.AppendedLine) protocol.Result {
+		e, err := events.NewLogsAppendedEvent("/omni/worker/test", "job-1", events.LogsAppendedData{Step: "build", Seq: seq, Lines: lines})
+		if err != nil {
+			t.Fatal(err)
+		}
+		reply, res := receive(t, f.h, e)
+		if reply != nil {
+			t.Errorf("push replied %v", reply)
+		}
+		return res
+	}
+	l := func(sec int, text string) events.AppendedLine {
+		return events.AppendedLine{Time: t0.Add(time.Duration(sec) * time.Second), Text: text}
+	}
+	for _, p := range []struct {
+		seq   int64
+		lines []events.AppendedLine
+	}{
+		{1, []events.AppendedLine{l(1, "one"), l(2, "two\nthree")}},
+		{2, []events.AppendedLine{l(3, "four")}},
+		{1, []events.AppendedLine{l(1, "one"), l(2, "two\nthree")}}, // a retry
+	} {
+		if res := push(p.seq, p.lines...); !protocol.IsACK(res) {
+			t.Fatalf("push %d: %v", p.seq, res)
+		}
+	}
+	cs, err := f.st.LogChunks(t.Context(), "job-1", "build", store.LogSourcePush, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text strings.Builder
+	for _, c := range cs {
+		text.Write(c.Data)
+	}
+	if len(cs) != 2 || text.String() != "one\ntwo\nthree\nfour\n" || cs[0].Lines != 3 || !cs[0].FirstTime.Equal(t0.Add(time.Second)) || !cs[0].LastTime.Equal(t0.Add(2*time.Second)) {
+		t.Errorf("pushed chunks: %+v", cs)
+	}
+	e, _ := events.NewLogsAppendedEvent("/omni/worker/test", "no-such-job", events.LogsAppendedData{Step: "build", Seq: 1, Lines: []events.AppendedLine{l(1, "x")}})
+	if _, res := receive(t, f.h, e); !protocol.IsACK(res) {
+		t.Errorf("push for an unknown job: %v, want ACK (never worth a retry)", res)
+	}
+}
+
+func TestRemoveFinalizer(t *testing.T) {
+	pod := func(name string, finalizers ...string) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Finalizers: finalizers}}
+	}
+	cs := fake.NewClientset(
+		pod("ours-last", "example.com/other", kube.PodFinalizer),
+		pod("ours-only", kube.PodFinalizer),
+		pod("not-ours", "example.com/other"),
+	)
+	k := kubeCluster{&kube.Cluster{Instance: kube.Instance{Name: "x86", Namespace: "default"}, Client: cs}}
+	want := map[string][]string{"ours-last": {"example.com/other"}, "ours-only": nil, "not-ours": {"example.com/other"}}
+	for name := range want {
+		if err := k.RemoveFinalizer(t.Context(), "", name); err != nil {
+			t.Errorf("RemoveFinalizer(%s): %v", name, err)
+		}
+	}
+	if err := k.RemoveFinalizer(t.Context(), "", "missing"); err != nil {
+		t.Errorf("RemoveFinalizer of a missing pod: %v", err)
+	}
+	for name, fin := range want {
+		p, err := cs.CoreV1().Pods("default").Get(context.Background(), name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := cmp.Diff(fin, p.Finalizers); d != "" && len(fin)+len(p.Finalizers) > 0 {
+			t.Errorf("%s: finalizers (-want +got):\n%s", name, d)
+		}
+	}
+}

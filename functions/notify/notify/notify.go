@@ -1,0 +1,401 @@
+// Package notify is the core of the notify function: for every job.created and job.changed
+// event it POSTs the event, signed with HMAC-SHA256, to the job's own callback URL and to every
+// configured subscription that selects the job, all at once; it answers 2xx only when every one
+// of them took it, so that the Broker retries (with its backoff, then its dead-letter sink) what
+// failed. There is no retry queue in the function. See docs/notify.md.
+package notify
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/binding"
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/cloudevents/sdk-go/v2/protocol"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+	"github.com/kelseyhightower/envconfig"
+	"github.com/prometheus/client_golang/prometheus"
+	"knative.dev/pkg/logging"
+
+	"github.com/omnibuildplatform/omni-orchestrator/shared/events"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/runtime"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/wiring"
+)
+
+// Name is the function's name (its Knative Service, the subscriber of Trigger notify).
+const Name = "notify"
+
+// Env is the notify function's own configuration (besides shared/runtime.Env). Each field names
+// its variable and default.
+type Env struct {
+	// Subscriptions is the subscriptions file (in the cluster: a key of the mounted ConfigMap
+	// omni-notify-subscriptions), reloaded when it changes; a missing file means none.
+	// Default /etc/omni/notify/subscriptions.yaml; the all-in-one: <data dir>/subscriptions.yaml.
+	Subscriptions string `envconfig:"OMNI_NOTIFY_SUBSCRIPTIONS" default:"/etc/omni/notify/subscriptions.yaml"`
+	// CallbackSecret signs the deliveries to jobs' callback URLs; empty (the default) sends them
+	// unsigned.
+	CallbackSecret string `envconfig:"OMNI_NOTIFY_CALLBACK_SECRET"`
+	// Timeout bounds one delivery: connect, request, response. Default 10s.
+	Timeout time.Duration `envconfig:"OMNI_NOTIFY_TIMEOUT" default:"10s"`
+	// CallbackDeny are the networks (CIDRs, comma-separated) callback URLs may not reach, checked
+	// on the resolved address at connect time. Default DefaultCallbackDeny; the all-in-one leaves
+	// loopback out; set it empty to allow every address.
+	CallbackDeny []string `envconfig:"OMNI_NOTIFY_CALLBACK_DENY" default:"127.0.0.0/8,::1/128,169.254.0.0/16,fe80::/10,0.0.0.0/8,::/128,100.100.100.200/32,fd00:ec2::254/128"`
+	// RememberFor is how long a replica remembers a successful delivery so that a Broker retry
+	// of the same event skips that receiver. Default 10m; 0 sends retries to every receiver.
+	RememberFor time.Duration `envconfig:"OMNI_NOTIFY_REMEMBER_FOR" default:"10m"`
+	// RememberMax bounds the remembered deliveries (least recently used go first). Default 10000.
+	RememberMax int `envconfig:"OMNI_NOTIFY_REMEMBER_MAX" default:"10000"`
+}
+
+// ReadEnv reads Env from the environment.
+func ReadEnv() (Env, error) {
+	var env Env
+	if err := envconfig.Process("", &env); err != nil {
+		return env, fmt.Errorf("read environment: %w", err)
+	}
+	return env, nil
+}
+
+// Doer sends one HTTP request (an *http.Client).
+type Doer interface {
+	Do(req *http.Request) (*http.Response, error)
+}
+
+// Handler is the notify function.
+type Handler struct {
+	// Subscriptions returns the subscriptions in force; nil means none.
+	Subscriptions func() *Subscriptions
+	// CallbackSecret signs deliveries to callback URLs; empty sends them unsigned.
+	CallbackSecret []byte
+	// Callbacks sends to jobs' callback URLs (which any submitter chooses: guarded against
+	// denied networks); Webhooks sends to subscriptions (which the operator chose).
+	Callbacks, Webhooks Doer
+	// Timeout bounds one delivery. Default 10s.
+	Timeout time.Duration
+	// Memory, if not nil, remembers successful deliveries so a retry of the event skips them.
+	Memory *Memory
+	// Parallel bounds the deliveries of one event at once. Default 16.
+	Parallel int
+}
+
+// maxEventBytes bounds the body of an incoming event (the Broker's own limit is similar).
+const maxEventBytes = 4 << 20
+
+// receiver is one destination of one event.
+type receiver struct {
+	name   string // "callback" or the subscription's name
+	url    *url.URL
+	secret []byte // empty: unsigned
+	client Doer
+	// invalid, when set, is why this receiver can never be delivered to.
+	invalid error
+}
+
+const callbackReceiver = "callback"
+
+// outcome is the result of one delivery.
+type outcome struct {
+	receiver *receiver
+	err      error
+	// permanent: retrying cannot help (a callback URL that is invalid or leads to a denied network).
+	permanent bool
+	skipped   bool // delivered before (Memory)
+}
+
+// Receive delivers one job event to every receiver of it. It answers ACK when all of them took
+// it (or had it already), 400 for an event that is not a job event (dead-lettered at once),
+// 502 naming the failed receivers when any delivery failed in a way a retry may fix (the
+// Broker retries the event), and 400 when the only failures can never succeed.
+func (h *Handler) Receive(ctx context.Context, e event.Event) protocol.Result {
+	switch e.Type() {
+	case events.TypeJobCreated, events.TypeJobChanged:
+	default:
+		return cehttp.NewResult(http.StatusBadRequest, "notify: unexpected event type %q", e.Type())
+	}
+	var data events.JobData
+	if err := json.Unmarshal(e.Data(), &data); err != nil {
+		return cehttp.NewResult(http.StatusBadRequest, "notify: data is not a job: %v", err)
+	}
+	switch j := data.Job; {
+	case j == nil || j.ID == "":
+		return cehttp.NewResult(http.StatusBadRequest, "notify: data is not a job: no id")
+	case e.Subject() != "" && e.Subject() != j.ID:
+		return cehttp.NewResult(http.StatusBadRequest, "notify: subject %q is not the job id %q", e.Subject(), j.ID)
+	case !j.Status.Valid():
+		return cehttp.NewResult(http.StatusBadRequest, "notify: job %s: unknown status %q", j.ID, j.Status)
+	}
+
+	var rs []*receiver
+	if cb := data.Callback; cb != "" {
+		r := &receiver{name: callbackReceiver, secret: h.CallbackSecret, client: h.Callbacks}
+		u, err := url.Parse(cb)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			r.invalid = errors.New("callback URL is not an absolute http or https URL")
+		}
+		r.url = u
+		rs = append(rs, r)
+	}
+	if h.Subscriptions != nil {
+		for _, sub := range h.Subscriptions().Matching(e.Type(), data.Job) {
+			rs = append(rs, &receiver{name: sub.Name, url: sub.url, secret: sub.secret, client: h.Webhooks})
+		}
+	}
+	if len(rs) == 0 {
+		return protocol.ResultACK
+	}
+
+	out := h.deliverAll(ctx, e, rs)
+	var retry, never []string
+	for _, o := range out {
+		switch {
+		case o.err == nil:
+		case o.permanent:
+			never = append(never, o.describe())
+		default:
+			retry = append(retry, o.describe())
+		}
+	}
+	failed := append(retry, never...)
+	if len(failed) == 0 {
+		return protocol.ResultACK
+	}
+	msg := fmt.Sprintf("notify: event %s: %d of %d deliveries failed: %s", e.ID(), len(failed), len(rs), strings.Join(failed, "; "))
+	logging.FromContext(ctx).Warnw("Delivery failed", "event", e.ID(), "type", e.Type(), "job", data.ID,
+		"failed", failed, "receivers", len(rs), "retry", len(retry) > 0)
+	if len(retry) > 0 {
+		return cehttp.NewResult(http.StatusBadGateway, "%s", msg)
+	}
+	return cehttp.NewResult(http.StatusBadRequest, "%s", msg)
+}
+
+func (o outcome) describe() string {
+	return fmt.Sprintf("%s (%s): %v", o.receiver.name, redact(o.receiver.url), o.err)
+}
+
+// redact shows a URL without credentials and query (callback URLs often carry tokens).
+func redact(u *url.URL) string {
+	if u == nil {
+		return "no URL"
+	}
+	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String()
+}
+
+// deliverAll delivers e to every receiver at once (at most Parallel at a time).
+func (h *Handler) deliverAll(ctx context.Context, e event.Event, rs []*receiver) []outcome {
+	out := make([]outcome, len(rs))
+	// What receivers see: the event without the Broker's own extensions.
+	ev := e.Clone()
+	for name := range ev.Extensions() {
+		if strings.HasPrefix(name, "knative") {
+			_ = ev.Context.SetExtension(name, nil)
+		}
+	}
+	parallel := h.Parallel
+	if parallel <= 0 {
+		parallel = 16
+	}
+	sem := make(chan struct{}, parallel)
+	var wg sync.WaitGroup
+	for i, r := range rs {
+		out[i].receiver = r
+		if r.invalid != nil {
+			out[i].err, out[i].permanent = r.invalid, true
+			deliveries.WithLabelValues(r.name, "rejected").Inc()
+			continue
+		}
+		key := e.ID() + "\x00" + r.name + "\x00" + r.url.String()
+		if h.Memory.Has(key) {
+			out[i].skipped = true
+			deliveries.WithLabelValues(r.name, "skipped").Inc()
+			continue
+		}
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			began := time.Now()
+			err := h.deliver(ctx, ev, r)
+			deliverySeconds.WithLabelValues(kind(r.name)).Observe(time.Since(began).Seconds())
+			switch {
+			case err == nil:
+				h.Memory.Add(key)
+				deliveries.WithLabelValues(r.name, "delivered").Inc()
+			case errors.Is(err, ErrForbiddenAddress):
+				out[i].err, out[i].permanent = err, true
+				deliveries.WithLabelValues(r.name, "rejected").Inc()
+			default:
+				out[i].err = err
+				deliveries.WithLabelValues(r.name, "failed").Inc()
+			}
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+func kind(name string) string {
+	if name == callbackReceiver {
+		return "callback"
+	}
+	return "subscription"
+}
+
+// deliver POSTs e to r as a binary-mode CloudEvent: the ce-* headers carry the attributes and
+// the body is the event's data exactly, which the signature covers.
+func (h *Handler) deliver(ctx context.Context, e event.Event, r *receiver) error {
+	timeout := h.Timeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.url.String(), nil)
+	if err != nil {
+		return err
+	}
+	if err := cehttp.WriteRequest(ctx, binding.ToMessage(&e), req); err != nil {
+		return fmt.Errorf("encode event: %w", err)
+	}
+	body := e.Data()
+	req.Body, req.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	req.Header.Set(HeaderEventID, e.ID())
+	req.Header.Set(HeaderEventType, e.Type())
+	req.Header.Set(HeaderTimestamp, e.Time().UTC().Format(time.RFC3339Nano))
+	req.Header.Set(HeaderReceiver, r.name)
+	req.Header.Set("User-Agent", "omni-notify/1")
+	if len(r.secret) > 0 {
+		req.Header.Set(HeaderSignature, Sign(r.secret, body))
+	}
+	resp, err := r.client.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // the URL is shown redacted by the caller
+		}
+		return err
+	}
+	defer resp.Body.Close()
+	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // let the connection be reused
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		if s := strings.Join(strings.Fields(string(snippet)), " "); s != "" {
+			return fmt.Errorf("%s: %s", resp.Status, s)
+		}
+		return errors.New(resp.Status)
+	}
+	return nil
+}
+
+// ServeHTTP takes one event (binary or structured mode) and answers with Receive's result:
+// the status code, and its message as a text body, which the Broker keeps in the dead letter's
+// knativeerrordata. (Not sdk-go's receive handler: it may run a request's event under another
+// concurrent request's context, whose end would cancel this event's deliveries.)
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxEventBytes)
+	m := cehttp.NewMessageFromHttpRequest(r)
+	defer m.Finish(nil)
+	var res protocol.Result
+	if e, err := binding.ToEvent(r.Context(), m); err != nil {
+		res = cehttp.NewResult(http.StatusBadRequest, "notify: not a CloudEvent: %v", err)
+	} else {
+		res = h.Receive(r.Context(), *e)
+	}
+	code, msg := http.StatusOK, ""
+	var hr *cehttp.Result
+	switch {
+	case protocol.ResultAs(res, &hr):
+		code, msg = hr.StatusCode, fmt.Sprintf(hr.Format, hr.Args...)
+	case !protocol.IsACK(res):
+		code, msg = http.StatusInternalServerError, res.Error()
+	}
+	if msg != "" {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	}
+	w.WriteHeader(code)
+	_, _ = io.WriteString(w, msg)
+}
+
+// Clients returns the HTTP clients of the deliveries: to callbacks (direct, never through a
+// proxy, refusing the networks deny), and to subscriptions (the environment's proxy settings
+// apply). Neither follows redirects: a 3xx is a failed delivery.
+func Clients(deny Networks) (callbacks, webhooks *http.Client) {
+	noRedirect := func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	base := http.DefaultTransport.(*http.Transport).Clone()
+	base.MaxIdleConnsPerHost = 16
+	cb := base.Clone()
+	cb.Proxy = nil
+	cb.DialContext = deny.dialer().DialContext
+	return &http.Client{Transport: cb, CheckRedirect: noRedirect}, &http.Client{Transport: base, CheckRedirect: noRedirect}
+}
+
+var (
+	metricsOnce     sync.Once
+	deliveries      *prometheus.CounterVec
+	deliverySeconds *prometheus.HistogramVec
+)
+
+func registerMetrics() {
+	metricsOnce.Do(func() {
+		deliveries = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "omni_notify_deliveries_total",
+			Help: "Webhook deliveries by receiver (callback or subscription name) and result (delivered, failed, rejected, skipped).",
+		}, []string{"receiver", "result"})
+		deliverySeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "omni_notify_delivery_seconds", Help: "Webhook delivery latency by kind of receiver.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15),
+		}, []string{"kind"})
+		prometheus.MustRegister(deliveries, deliverySeconds)
+	})
+}
+
+func init() { registerMetrics() }
+
+// NewFunction builds the notify function (the shape every function's constructor has; notify
+// uses neither the store nor the clusters): it reads Env from the environment and calls New.
+func NewFunction(ctx context.Context, _ wiring.Env, _ *wiring.Deps) (*runtime.Function, error) {
+	env, err := ReadEnv()
+	if err != nil {
+		return nil, err
+	}
+	return New(ctx, env)
+}
+
+// New builds the notify function from env: POST / takes job events from the Broker. The
+// subscriptions file is watched until ctx is done.
+func New(ctx context.Context, env Env) (*runtime.Function, error) {
+	src, err := NewSource(env.Subscriptions)
+	if err != nil {
+		return nil, err
+	}
+	go func() { _ = src.Watch(ctx) }()
+	deny, err := ParseNetworks(env.CallbackDeny)
+	if err != nil {
+		return nil, fmt.Errorf("OMNI_NOTIFY_CALLBACK_DENY: %w", err)
+	}
+	callbacks, webhooks := Clients(deny)
+	h := &Handler{
+		Subscriptions:  src.Current,
+		CallbackSecret: []byte(env.CallbackSecret),
+		Callbacks:      callbacks,
+		Webhooks:       webhooks,
+		Timeout:        env.Timeout,
+		Memory:         NewMemory(env.RememberFor, env.RememberMax),
+	}
+	if env.CallbackSecret == "" {
+		logging.FromContext(ctx).Info("OMNI_NOTIFY_CALLBACK_SECRET is not set: deliveries to callback URLs are not signed")
+	}
+	return &runtime.Function{
+		Name:   Name,
+		Routes: func(mux *http.ServeMux) { mux.Handle("POST /{$}", h) },
+	}, nil
+}

@@ -1,0 +1,515 @@
+package query
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"knative.dev/pkg/logging"
+
+	"github.com/omnibuildplatform/omni-orchestrator/shared/auth"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/httpapi"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/logs"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/store"
+)
+
+// JobGetter reads jobs.
+type JobGetter interface {
+	GetJob(ctx context.Context, id string) (*jobs.Job, error)
+}
+
+// LogStore is what the log routes need of the log store: the archived chunks of a step and the
+// archive state of a job's steps.
+type LogStore interface {
+	LogChunks(ctx context.Context, jobID, step, source string, after int64, limit int) ([]store.LogChunk, error)
+	LogSteps(ctx context.Context, jobID string) ([]store.LogStep, error)
+}
+
+// LiveLogs reads a step's log from the job's cluster while its pod is there.
+type LiveLogs interface {
+	// StepState reports the job's pod and where the step's container stands in it.
+	StepState(ctx context.Context, j *jobs.Job, step string) (StepState, error)
+	// OpenLog streams the log of the step's container in pod from its start, each line prefixed
+	// with its timestamp (shared/logs.Reader reads it); with follow it stays open while the
+	// container runs.
+	OpenLog(ctx context.Context, j *jobs.Job, pod, step string, follow bool) (io.ReadCloser, error)
+}
+
+// ContainerPhase is where a step's container stands on the cluster.
+type ContainerPhase int
+
+// The container phases. NoPod: the job has no pod (not yet, or no more).
+const (
+	NoPod ContainerPhase = iota
+	ContainerWaiting
+	ContainerRunning
+	ContainerTerminated
+)
+
+func (p ContainerPhase) String() string {
+	return [...]string{"no pod", "waiting", "running", "terminated"}[p]
+}
+
+// StepState is the answer of LiveLogs.StepState.
+type StepState struct {
+	// Pod is the name of the job's pod ("" with NoPod).
+	Pod   string
+	Phase ContainerPhase
+}
+
+// started reports whether the container has a log to read.
+func (s StepState) started() bool {
+	return s.Phase == ContainerRunning || s.Phase == ContainerTerminated
+}
+
+// LogHandler serves the log routes of the query function.
+type LogHandler struct {
+	Jobs   JobGetter
+	Store  LogStore
+	Live   LiveLogs
+	Tokens *Tokens
+	// Stop ends follow streams (on SIGTERM), so that the drain does not wait for them; clients
+	// resume with their cursor on another replica. Nil: never.
+	Stop <-chan struct{}
+	// PollMin and PollMax bound the interval at which a follow stream polls the store, the job
+	// and the cluster while it waits (the interval doubles from PollMin up to PollMax). Defaults
+	// 200ms and 2s.
+	PollMin, PollMax time.Duration
+	// LivePoll is how often a live stream checks whether its container has ended (a runtime's
+	// follow stream may stay open after that, as kwok's does). Default 1s.
+	LivePoll time.Duration
+	// Heartbeat is the longest a follow stream stays silent: then it sends an SSE comment, so
+	// that proxies keep the connection. Default 15s.
+	Heartbeat time.Duration
+}
+
+// Page and download limits.
+const (
+	// DefaultLogLimit and MaxLogLimit bound the lines of one page.
+	DefaultLogLimit = 1000
+	MaxLogLimit     = 10000
+	// maxPageBytes bounds the text of one page (at least one line is always returned).
+	maxPageBytes = 4 << 20
+	// chunkBatch is how many chunks one store read asks for (each at most logs.MaxChunkBytes).
+	chunkBatch = 8
+)
+
+// Routes registers the log routes on mux, wrapped in authn.
+func (h *LogHandler) Routes(mux *http.ServeMux, authn func(http.Handler) http.Handler) {
+	mux.Handle("GET /v1/jobs/{id}/logs", authn(http.HandlerFunc(h.serveLogs)))
+	mux.Handle("GET /v1/jobs/{id}/logs/{file}", authn(http.HandlerFunc(h.serveDownload)))
+}
+
+// job returns job id if p may see it; otherwise jobs.ErrNotFound, as if it did not exist.
+func (h *LogHandler) job(ctx context.Context, p *auth.Principal, id string) (*jobs.Job, error) {
+	j, err := h.Jobs.GetJob(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if !p.Can(auth.RoleViewer, j.Service) {
+		return nil, fmt.Errorf("job %s: %w", id, jobs.ErrNotFound)
+	}
+	return j, nil
+}
+
+// stepOf returns the step named name of j (the first step when name is empty).
+func stepOf(j *jobs.Job, name string) (string, error) {
+	if len(j.Steps) == 0 {
+		return "", jobs.Invalid("step", "job %s has no steps", j.ID)
+	}
+	if name == "" {
+		return j.Steps[0].Name, nil
+	}
+	names := make([]string, len(j.Steps))
+	for i, s := range j.Steps {
+		if s.Name == name {
+			return name, nil
+		}
+		names[i] = s.Name
+	}
+	return "", jobs.Invalid("step", "job %s has no step %q (steps: %s)", j.ID, name, strings.Join(names, ", "))
+}
+
+// LogLine is one line of a step's log.
+type LogLine struct {
+	// N is the line number, from 1.
+	N int64 `json:"n"`
+	// Time is the cluster's timestamp of the line, when known: lines read live from the cluster
+	// have one; the archive keeps times per chunk, not per line.
+	Time *time.Time `json:"time,omitempty"`
+	// Text is the line without its newline.
+	Text string `json:"text"`
+}
+
+// LogPage is the answer of GET /v1/jobs/{id}/logs without follow.
+type LogPage struct {
+	Step  string    `json:"step"`
+	Lines []LogLine `json:"lines"`
+	// Cursor is the position after the last line of the page (or the asked position when the
+	// page is empty): pass it back as `after`.
+	Cursor string `json:"cursor"`
+	// Source is where the lines came from: "archive", or "cluster" while the step is not
+	// archived yet.
+	Source string `json:"source"`
+	// Complete: the step's whole log is archived and the page reaches its end; nothing more
+	// will come.
+	Complete bool `json:"complete"`
+	// Incomplete: the step's log is archived as far as it could be (the pod went away first)
+	// and the page reaches the end of it; nothing more will come. Reason says why.
+	Incomplete bool   `json:"incomplete"`
+	Reason     string `json:"reason,omitempty"`
+}
+
+// logRequest is a parsed request of GET /v1/jobs/{id}/logs.
+type logRequest struct {
+	job    *jobs.Job
+	step   string
+	pos    logPos
+	limit  int
+	follow bool
+	text   bool
+	// resumed: the position came from Last-Event-ID (an EventSource reconnecting).
+	resumed bool
+}
+
+func (h *LogHandler) parseLogRequest(r *http.Request) (logRequest, error) {
+	var lr logRequest
+	q := r.URL.Query()
+	for k := range q {
+		switch k {
+		case "step", "after", "limit", "follow", "format":
+		default:
+			return lr, jobs.Invalid(k, "unknown query parameter")
+		}
+	}
+	j, err := h.job(r.Context(), auth.FromContext(r.Context()), r.PathValue("id"))
+	if err != nil {
+		return lr, err
+	}
+	lr.job = j
+	if lr.step, err = stepOf(j, q.Get("step")); err != nil {
+		return lr, err
+	}
+	switch f := q.Get("format"); f {
+	case "", "json":
+	case "text":
+		lr.text = true
+	default:
+		return lr, jobs.Invalid("format", "want json or text, got %q", f)
+	}
+	if v := q.Get("follow"); v != "" {
+		if lr.follow, err = strconv.ParseBool(v); err != nil {
+			return lr, jobs.Invalid("follow", "want true or false")
+		}
+	}
+	if lr.text && (lr.follow || q.Has("after") || q.Has("limit")) {
+		return lr, jobs.Invalid("format", "format=text downloads the whole step: no follow, after or limit")
+	}
+	lr.limit = DefaultLogLimit
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > MaxLogLimit {
+			return lr, jobs.Invalid("limit", "want an integer from 1 to %d", MaxLogLimit)
+		}
+		lr.limit = n
+	}
+	if c := q.Get("after"); c != "" {
+		if lr.pos, err = h.Tokens.openCursor("after", c, j.ID, lr.step); err != nil {
+			return lr, err
+		}
+	} else if c := r.Header.Get("Last-Event-ID"); c != "" && lr.follow {
+		if lr.pos, err = h.Tokens.openCursor("Last-Event-ID", c, j.ID, lr.step); err != nil {
+			return lr, err
+		}
+		lr.resumed = true
+	}
+	return lr, nil
+}
+
+func (h *LogHandler) serveLogs(w http.ResponseWriter, r *http.Request) {
+	lr, err := h.parseLogRequest(r)
+	switch {
+	case err != nil:
+		httpapi.Error(w, r, err)
+	case lr.text:
+		h.download(w, r, lr.job, lr.step)
+	case lr.follow:
+		h.follow(w, r, lr)
+	default:
+		page, err := h.Page(r.Context(), lr.job, lr.step, lr.pos, lr.limit)
+		if err != nil {
+			httpapi.Error(w, r, err)
+			return
+		}
+		httpapi.JSON(w, http.StatusOK, page)
+	}
+}
+
+// logStep returns the archive state of step of job (zero if it has none yet).
+func (h *LogHandler) logStep(ctx context.Context, jobID, step string) (store.LogStep, error) {
+	all, err := h.Store.LogSteps(ctx, jobID)
+	if err != nil {
+		return store.LogStep{}, fmt.Errorf("read log state of job %s: %w", jobID, err)
+	}
+	for _, s := range all {
+		if s.Step == step {
+			return s, nil
+		}
+	}
+	return store.LogStep{JobID: jobID, Step: step}, nil
+}
+
+// final reports whether a step's archive will not change any more.
+func final(s store.LogStep) bool { return s.Complete || s.Incomplete }
+
+// Page returns up to limit lines of the step's log after pos: from the archive once the step is
+// archived, from the cluster before.
+func (h *LogHandler) Page(ctx context.Context, j *jobs.Job, step string, pos logPos, limit int) (LogPage, error) {
+	page := LogPage{Step: step, Lines: []LogLine{}, Source: "archive"}
+	st, err := h.logStep(ctx, j.ID, step)
+	if err != nil {
+		return page, err
+	}
+	size := 0
+	add := func(l LogLine) bool {
+		page.Lines = append(page.Lines, l)
+		size += len(l.Text)
+		return len(page.Lines) < limit && size < maxPageBytes
+	}
+	end := pos
+	atEnd := false
+	if !final(st) && h.Live != nil {
+		if state, err := h.Live.StepState(ctx, j, step); err == nil && state.started() {
+			page.Source = "cluster"
+			if end, err = h.readLive(ctx, j, step, state.Pod, pos, add); err != nil {
+				// The pod may have just gone; what the archive holds is the answer then.
+				logging.FromContext(ctx).Debugw("read live log for a page", "job", j.ID, "step", step, "error", err)
+				page.Source, page.Lines, size, end = "archive", page.Lines[:0], 0, pos
+			}
+		}
+	}
+	if page.Source == "archive" {
+		if final(st) && pos.N >= st.Lines {
+			atEnd = true
+		} else if end, atEnd, err = h.readArchive(ctx, j.ID, step, pos, func(l LogLine, _ logPos) bool { return add(l) }); err != nil {
+			return page, err
+		}
+	}
+	page.Cursor = h.Tokens.sealCursor(j.ID, step, end)
+	if final(st) && atEnd {
+		page.Complete, page.Incomplete, page.Reason = st.Complete, !st.Complete && st.Incomplete, st.Reason
+	}
+	return page, nil
+}
+
+// readLive reads the step's log from the cluster without follow, calling add for each line
+// after pos until it returns false, and returns the position after the last line given.
+func (h *LogHandler) readLive(ctx context.Context, j *jobs.Job, step, pod string, pos logPos, add func(LogLine) bool) (logPos, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	rc, err := h.Live.OpenLog(ctx, j, pod, step, false)
+	if err != nil {
+		return pos, err
+	}
+	defer rc.Close()
+	rd := &lineReader{r: logs.NewReader(rc)}
+	var n int64
+	for {
+		l, err := rd.next()
+		if errors.Is(err, io.EOF) {
+			return pos, nil
+		}
+		if err != nil {
+			return pos, fmt.Errorf("read log of %s/%s: %w", pod, step, err)
+		}
+		if n++; n <= pos.N {
+			continue
+		}
+		pos = logPos{N: n}
+		if !add(liveLine(n, l)) {
+			return pos, nil
+		}
+	}
+}
+
+// lineReader reads a timestamped log as log-archive does, so that line numbers agree with the
+// archive: a line without a timestamp is kept, with the time of the line before.
+type lineReader struct {
+	r    *logs.Reader
+	last time.Time
+}
+
+func (lr *lineReader) next() (logs.Line, error) {
+	l, err := lr.r.Next()
+	if errors.Is(err, logs.ErrNoTimestamp) {
+		l.Time, err = lr.last, nil
+	}
+	lr.last = l.Time
+	return l, err
+}
+
+func liveLine(n int64, l logs.Line) LogLine {
+	ll := LogLine{N: n, Text: string(l.Text)}
+	if !l.Time.IsZero() {
+		t := l.Time
+		ll.Time = &t
+	}
+	return ll
+}
+
+// readArchive calls fn with each archived line after pos, in order, and the position after it,
+// until fn returns false or the archived chunks end (or have a gap: an archive still being
+// written). It returns the position after the last line given and whether it reached the end of
+// what is stored.
+func (h *LogHandler) readArchive(ctx context.Context, jobID, step string, pos logPos, fn func(LogLine, logPos) bool) (logPos, bool, error) {
+	after, base := int64(0), int64(0)
+	hinted := pos.Seq > 0 && pos.Base <= pos.N
+	if hinted {
+		after, base = pos.Seq-1, pos.Base
+	}
+	for {
+		chunks, err := h.Store.LogChunks(ctx, jobID, step, store.LogSourceArchive, after, chunkBatch)
+		if err != nil {
+			return pos, false, fmt.Errorf("read log of job %s step %s: %w", jobID, step, err)
+		}
+		if len(chunks) == 0 {
+			return pos, true, nil
+		}
+		for _, c := range chunks {
+			if c.Seq != after+1 {
+				if hinted && after == pos.Seq-1 {
+					// The hint names a chunk that is not there: count from the start instead.
+					return h.readArchive(ctx, jobID, step, logPos{N: pos.N}, fn)
+				}
+				return pos, true, nil
+			}
+			lines := splitLines(c.Data)
+			next := base + int64(len(lines))
+			if next <= pos.N {
+				after, base = c.Seq, next
+				continue
+			}
+			for i, text := range lines {
+				n := base + int64(i) + 1
+				if n <= pos.N {
+					continue
+				}
+				if i == len(lines)-1 {
+					pos = logPos{N: n, Seq: c.Seq + 1, Base: next}
+				} else {
+					pos = logPos{N: n, Seq: c.Seq, Base: base}
+				}
+				if !fn(LogLine{N: n, Text: string(text)}, pos) {
+					return pos, false, nil
+				}
+			}
+			after, base = c.Seq, next
+		}
+	}
+}
+
+// splitLines splits chunk data into its lines (each ends in "\n"; a last line without one counts).
+func splitLines(data []byte) [][]byte {
+	var out [][]byte
+	for len(data) > 0 {
+		i := bytes.IndexByte(data, '\n')
+		if i < 0 {
+			out = append(out, data)
+			break
+		}
+		out = append(out, data[:i])
+		data = data[i+1:]
+	}
+	return out
+}
+
+// errNotArchived answers a download of a step whose log is not archived yet.
+var errNotArchived = fmt.Errorf("the step's log is not archived yet (it is while the job runs and until log-archive has stored it at the job's end): follow it with ?follow=true, or download once the job has ended: %w", jobs.ErrConflict)
+
+func (h *LogHandler) serveDownload(w http.ResponseWriter, r *http.Request) {
+	step, ok := strings.CutSuffix(r.PathValue("file"), ":download")
+	if !ok {
+		httpapi.Error(w, r, fmt.Errorf("%s: %w (the download is /v1/jobs/{id}/logs/{step}:download)", r.URL.Path, jobs.ErrNotFound))
+		return
+	}
+	if len(r.URL.Query()) > 0 {
+		for k := range r.URL.Query() {
+			httpapi.Error(w, r, jobs.Invalid(k, "unknown query parameter"))
+			return
+		}
+	}
+	j, err := h.job(r.Context(), auth.FromContext(r.Context()), r.PathValue("id"))
+	if err == nil {
+		if step == "" {
+			err = jobs.Invalid("step", "required: /v1/jobs/{id}/logs/{step}:download")
+		} else {
+			step, err = stepOf(j, step)
+		}
+	}
+	if err != nil {
+		httpapi.Error(w, r, err)
+		return
+	}
+	h.download(w, r, j, step)
+}
+
+// download writes the whole archived log of step as text, streamed chunk by chunk.
+func (h *LogHandler) download(w http.ResponseWriter, r *http.Request, j *jobs.Job, step string) {
+	ctx := r.Context()
+	st, err := h.logStep(ctx, j.ID, step)
+	if err == nil && !final(st) {
+		w.Header().Set("Retry-After", "10")
+		err = fmt.Errorf("download log of job %s step %s: %w", j.ID, step, errNotArchived)
+	}
+	var first []store.LogChunk
+	if err == nil {
+		first, err = h.Store.LogChunks(ctx, j.ID, step, store.LogSourceArchive, 0, chunkBatch)
+	}
+	if err != nil {
+		httpapi.Error(w, r, err)
+		return
+	}
+	hd := w.Header()
+	hd.Set("Content-Type", "text/plain; charset=utf-8")
+	hd.Set("X-Content-Type-Options", "nosniff")
+	hd.Set("Content-Disposition", fmt.Sprintf(`attachment; filename="%s-%s.log"`, j.ID, step))
+	if st.Complete {
+		hd.Set("Omni-Log-Status", "complete")
+	} else {
+		hd.Set("Omni-Log-Status", "incomplete")
+		hd.Set("Omni-Log-Incomplete-Reason", strings.Map(func(r rune) rune {
+			if r < ' ' || r > '~' {
+				return ' '
+			}
+			return r
+		}, st.Reason))
+	}
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	after, chunks := int64(0), first
+	for len(chunks) > 0 {
+		for _, c := range chunks {
+			if c.Seq != after+1 {
+				logging.FromContext(ctx).Warnw("archived log has a gap", "job", j.ID, "step", step, "after", after, "next", c.Seq)
+				return
+			}
+			if _, err := w.Write(c.Data); err != nil {
+				return
+			}
+			after = c.Seq
+		}
+		_ = rc.Flush()
+		if chunks, err = h.Store.LogChunks(ctx, j.ID, step, store.LogSourceArchive, after, chunkBatch); err != nil {
+			// Too late for a status: cut the body short, so the client sees a broken download.
+			logging.FromContext(ctx).Errorw("download log", "job", j.ID, "step", step, "error", err)
+			panic(http.ErrAbortHandler)
+		}
+	}
+}

@@ -1,0 +1,78 @@
+package e2e
+
+import (
+	"context"
+	"net/http"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
+	"github.com/omnibuildplatform/omni-orchestrator/test/platform"
+)
+
+// Cancelling a running job ends it cancelled, its pods go (once their logs are archived), and a
+// second cancel answers the same.
+func TestCancelRunningJob(t *testing.T) {
+	const cluster = "x86_64"
+	j := alice.submit(t, rpmJob("team-a", cluster, map[string]string{platform.AnnotationHoldStep: "build-rpm"}))
+	alice.wait(t, j.ID, "running build-rpm", func(j *jobs.Job) bool { return stepStatus(j, "build-rpm") == jobs.StepRunning })
+
+	if r := bob.do(t, http.MethodDelete, "/v1/jobs/"+j.ID, nil); r.code != http.StatusNotFound {
+		t.Errorf("another service's user cancels: %d, want 404", r.code)
+	}
+	r := alice.do(t, http.MethodDelete, "/v1/jobs/"+j.ID, nil)
+	if r.code != http.StatusOK {
+		t.Fatalf("cancel: %d %s", r.code, r.body)
+	}
+	first := r.job(t)
+	if first.Status != jobs.StatusCancelled || first.Reason != "Cancelled" || first.FinishedAt == nil {
+		t.Fatalf("after cancel: %s %s", first.Status, first.Reason)
+	}
+	if n := len(k8sJobs(t, cluster, j.ID)); n != 0 {
+		t.Errorf("%d Kubernetes Jobs left after cancel", n)
+	}
+	again := alice.do(t, http.MethodDelete, "/v1/jobs/"+j.ID, nil)
+	if again.code != http.StatusOK || again.job(t).Status != jobs.StatusCancelled || *again.job(t).FinishedAt != *first.FinishedAt {
+		t.Errorf("second cancel: %d %s", again.code, again.body)
+	}
+	// The pods are terminated and, once log-archive has their logs, removed.
+	cs := omni.Platform.Cluster(cluster).Clientset()
+	deadline := time.Now().Add(2 * time.Minute)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for range tick.C {
+		pods, err := cs.CoreV1().Pods("default").List(context.Background(), metav1.ListOptions{LabelSelector: jobIDLabel + "=" + j.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(pods.Items) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d pods of the cancelled job still exist (finalizers %v)", len(pods.Items), pods.Items[0].Finalizers)
+		}
+	}
+	final := alice.do(t, http.MethodGet, "/v1/jobs/"+j.ID, nil).job(t)
+	if final.Status != jobs.StatusCancelled {
+		t.Errorf("final status %s", final.Status)
+	}
+}
+
+// Deleting a finished job removes its cluster objects and keeps its record.
+func TestDeleteFinishedJob(t *testing.T) {
+	const cluster = "aarch64"
+	j := alice.submit(t, rpmJob("team-a", cluster, nil))
+	done := alice.wait(t, j.ID, "succeeded", terminal)
+	r := alice.do(t, http.MethodDelete, "/v1/jobs/"+j.ID, nil)
+	if r.code != http.StatusOK || r.job(t).Status != done.Status {
+		t.Fatalf("delete finished: %d %s", r.code, r.body)
+	}
+	if n := len(k8sJobs(t, cluster, j.ID)); n != 0 {
+		t.Errorf("%d Kubernetes Jobs left", n)
+	}
+	if got := alice.do(t, http.MethodGet, "/v1/jobs/"+j.ID, nil); got.code != 200 || got.job(t).Status != jobs.StatusSucceeded {
+		t.Errorf("record after delete: %d %s", got.code, got.body)
+	}
+}
