@@ -59,6 +59,14 @@ func runDB(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := envconfig.Process("omni", &env); err != nil {
 		return fmt.Errorf("db %s: %w", sub, err)
 	}
+	jobRetDefault, err := envDuration("OMNI_JOB_RETENTION", 0)
+	if err != nil {
+		return fmt.Errorf("db %s: %w", sub, err)
+	}
+	logRetDefault, err := envDuration("OMNI_LOG_RETENTION", 720*time.Hour)
+	if err != nil {
+		return fmt.Errorf("db %s: %w", sub, err)
+	}
 	fs := flag.NewFlagSet("omni db "+sub, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, dbUsage); fs.PrintDefaults() }
@@ -73,6 +81,8 @@ func runDB(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		consistency = fs.String("consistency", env.Consistency, "consistency level of the migration statements [OMNI_CASSANDRA_CONSISTENCY]")
 		localDC     = fs.String("local-dc", env.LocalDC, "preferred Cassandra data centre [OMNI_CASSANDRA_LOCAL_DC]")
 		timeout     = fs.Duration("timeout", env.Timeout, "timeout of one Cassandra request [OMNI_CASSANDRA_TIMEOUT]")
+		jobRet      = fs.Duration("job-retention", jobRetDefault, "Cassandra: how long jobs are kept after their last change; 0 keeps them for ever [OMNI_JOB_RETENTION]")
+		logRet      = fs.Duration("log-retention", logRetDefault, "Cassandra: how long logs are kept; 0 keeps them for ever [OMNI_LOG_RETENTION]")
 	)
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -155,7 +165,11 @@ func runDB(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := cassandra.Migrate(ctx, cfg); err != nil {
 		return fmt.Errorf("db %s: %w", sub, err)
 	}
-	fmt.Fprintf(stdout, "keyspace %s: schema up to date (%s)\n", cfg.Keyspace, time.Since(start).Round(time.Millisecond))
+	if err := cassandra.SetRetention(ctx, cfg, cassandra.Retention{Jobs: *jobRet, Logs: *logRet}); err != nil {
+		return fmt.Errorf("db %s: set retention: %w", sub, err)
+	}
+	fmt.Fprintf(stdout, "keyspace %s: schema up to date, jobs kept %s, logs kept %s (%s)\n", cfg.Keyspace,
+		retention(*jobRet), retention(*logRet), time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
@@ -167,4 +181,24 @@ func splitHosts(s string) []string {
 		}
 	}
 	return out
+}
+
+// envDuration reads a duration from the environment variable name, or def when it is unset.
+func envDuration(name string, def time.Duration) (time.Duration, error) {
+	v, ok := os.LookupEnv(name)
+	if !ok || v == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("%s=%q: want a duration such as 720h, or 0 to keep for ever", name, v)
+	}
+	return d, nil
+}
+
+func retention(d time.Duration) string {
+	if d <= 0 {
+		return "for ever"
+	}
+	return d.String()
 }
