@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/store"
 	"math"
 	"time"
 
@@ -13,7 +14,7 @@ import (
 // ClaimIdempotencyKey implements store.Store with INSERT ... IF NOT EXISTS USING TTL: the row
 // expires by itself. Cassandra's TTL is in whole seconds, so ttl is rounded up to one.
 func (s *Store) ClaimIdempotencyKey(ctx context.Context, service, key, jobID string, ttl time.Duration) (string, error) {
-	if err := checkClaim(service, key, jobID, ttl); err != nil {
+	if err := store.CheckClaim(service, key, jobID, ttl); err != nil {
 		return "", err
 	}
 	seconds := int(min(math.Ceil(ttl.Seconds()), math.MaxInt32))

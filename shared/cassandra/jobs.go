@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/store"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -129,7 +130,7 @@ func (s *Store) getMany(ctx context.Context, ids []string) ([]*jobs.Job, error) 
 // the insert. Index rows of a job that never got stored are skipped by the readers (they check
 // jobs_by_id) and, in active_jobs, deleted by ListActive after a grace period.
 func (s *Store) CreateJob(ctx context.Context, j *jobs.Job) error {
-	if err := prepareCreate(j, time.Now()); err != nil {
+	if err := store.PrepareCreate(j, time.Now()); err != nil {
 		return err
 	}
 	r, err := encodeJob(j)
@@ -186,7 +187,7 @@ func (s *Store) UpdateJob(ctx context.Context, id string, fn func(*jobs.Job) (bo
 		if !ok {
 			return cur, false, nil
 		}
-		if err := prepareUpdate(cur, next, time.Now()); err != nil {
+		if err := store.PrepareUpdate(cur, next, time.Now()); err != nil {
 			return nil, false, err
 		}
 		r, err := encodeJob(next)

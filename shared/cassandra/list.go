@@ -80,13 +80,13 @@ type key struct {
 // DefaultWindow; a zero Until means now plus a day; a window longer than MaxWindow is refused.
 // Each call does bounded work, so a page may be short, or empty, with a Next to follow.
 func (s *Store) ListJobs(ctx context.Context, f store.Filter) (store.Page, error) {
-	limit, err := checkFilter(f)
+	limit, err := store.CheckFilter(f)
 	if err != nil {
 		return store.Page{}, err
 	}
-	until, since := ceilMS(f.Until), ceilMS(f.Since)
+	until, since := store.CeilMS(f.Until), store.CeilMS(f.Since)
 	if until.IsZero() {
-		until = ms(time.Now().Add(untilSlack))
+		until = store.MS(time.Now().Add(untilSlack))
 	}
 	if since.IsZero() {
 		since = until.Add(-DefaultWindow)
@@ -209,7 +209,7 @@ type activeCursor struct {
 // skipped; a row without a job, older than an hour, is deleted. So a page may be short while
 // next is not "".
 func (s *Store) ListActive(ctx context.Context, cur string, limit int) ([]*jobs.Job, string, error) {
-	limit = activeLimit(limit)
+	limit = store.ActiveLimit(limit)
 	var after *key
 	if cur != "" {
 		var c activeCursor

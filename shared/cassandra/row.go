@@ -3,6 +3,7 @@ package cassandra
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/store"
 	"hash/fnv"
 	"time"
 
@@ -33,16 +34,16 @@ type row struct {
 func encodeJob(j *jobs.Job) (*row, error) {
 	r := &row{j: j}
 	var err error
-	if r.parameters, err = encodeJSON("parameters", j.Parameters); err != nil {
+	if r.parameters, err = store.EncodeJSON("parameters", j.Parameters); err != nil {
 		return nil, err
 	}
-	if r.labels, err = encodeJSON("labels", j.Labels); err != nil {
+	if r.labels, err = store.EncodeJSON("labels", j.Labels); err != nil {
 		return nil, err
 	}
-	if r.steps, err = encodeJSON("steps", j.Steps); err != nil {
+	if r.steps, err = store.EncodeJSON("steps", j.Steps); err != nil {
 		return nil, err
 	}
-	if r.observed, err = encodeJSON("observed", j.Observed); err != nil {
+	if r.observed, err = store.EncodeJSON("observed", j.Observed); err != nil {
 		return nil, err
 	}
 	return r, nil

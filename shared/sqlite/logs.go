@@ -24,7 +24,7 @@ const (
 
 func checkLogKey(jobID, step, source string) error {
 	for _, k := range []struct{ field, v string }{{"jobId", jobID}, {"step", step}} {
-		if err := checkKey(k.field, k.v); err != nil {
+		if err := store.CheckKey(k.field, k.v); err != nil {
 			return err
 		}
 	}
@@ -50,10 +50,10 @@ func checkChunk(c *store.LogChunk) error {
 }
 
 func checkLogStep(s *store.LogStep) error {
-	if err := checkKey("jobId", s.JobID); err != nil {
+	if err := store.CheckKey("jobId", s.JobID); err != nil {
 		return err
 	}
-	if err := checkKey("step", s.Step); err != nil {
+	if err := store.CheckKey("step", s.Step); err != nil {
 		return err
 	}
 	if s.LastSeq < 0 || s.Bytes < 0 || s.Lines < 0 {
@@ -147,7 +147,7 @@ func (s *Store) PutLogStep(ctx context.Context, st store.LogStep) error {
 
 // LogSteps implements store.LogStore, in step name order.
 func (s *Store) LogSteps(ctx context.Context, jobID string) ([]store.LogStep, error) {
-	if err := checkKey("jobId", jobID); err != nil {
+	if err := store.CheckKey("jobId", jobID); err != nil {
 		return nil, err
 	}
 	rows, err := s.r.QueryContext(ctx, `SELECT step, last_seq, bytes, lines, complete, incomplete, reason

@@ -162,7 +162,7 @@ func (s *Store) Close() error {
 
 // CreateJob implements store.Store.
 func (s *Store) CreateJob(ctx context.Context, j *jobs.Job) error {
-	if err := prepareCreate(j, time.Now()); err != nil {
+	if err := store.PrepareCreate(j, time.Now()); err != nil {
 		return err
 	}
 	row, err := encodeJob(j)
@@ -269,7 +269,7 @@ func (s *Store) updateOnce(ctx context.Context, id string, fn func(*jobs.Job) (b
 	if !ok {
 		return cur, false, false, nil
 	}
-	if err := prepareUpdate(cur, next, time.Now()); err != nil {
+	if err := store.PrepareUpdate(cur, next, time.Now()); err != nil {
 		return nil, false, false, err
 	}
 	row, err := encodeJob(next)
@@ -292,7 +292,7 @@ func (s *Store) updateOnce(ctx context.Context, id string, fn func(*jobs.Job) (b
 
 // ListJobs implements store.Store. Pages are exact: Next is "" exactly when no job follows.
 func (s *Store) ListJobs(ctx context.Context, f store.Filter) (store.Page, error) {
-	limit, err := checkFilter(f)
+	limit, err := store.CheckFilter(f)
 	if err != nil {
 		return store.Page{}, err
 	}
@@ -308,10 +308,10 @@ func (s *Store) ListJobs(ctx context.Context, f store.Filter) (store.Page, error
 		where, args = append(where, "status = ?"), append(args, string(f.Status))
 	}
 	if !f.Since.IsZero() {
-		where, args = append(where, "created_at >= ?"), append(args, ceilMS(f.Since).UnixMilli())
+		where, args = append(where, "created_at >= ?"), append(args, store.CeilMS(f.Since).UnixMilli())
 	}
 	if !f.Until.IsZero() {
-		where, args = append(where, "created_at < ?"), append(args, ceilMS(f.Until).UnixMilli())
+		where, args = append(where, "created_at < ?"), append(args, store.CeilMS(f.Until).UnixMilli())
 	}
 	if f.Cursor != "" {
 		c, err := decodeCursor(f.Cursor)
@@ -342,7 +342,7 @@ func (s *Store) ListJobs(ctx context.Context, f store.Filter) (store.Page, error
 
 // ListActive implements store.Store.
 func (s *Store) ListActive(ctx context.Context, cur string, limit int) ([]*jobs.Job, string, error) {
-	limit = activeLimit(limit)
+	limit = store.ActiveLimit(limit)
 	c := cursor{T: -1 << 63}
 	if cur != "" {
 		var err error
@@ -370,7 +370,7 @@ func (s *Store) ListActive(ctx context.Context, cur string, limit int) ([]*jobs.
 
 // ClaimIdempotencyKey implements store.Store. Expired keys are deleted on the way.
 func (s *Store) ClaimIdempotencyKey(ctx context.Context, service, key, jobID string, ttl time.Duration) (_ string, err error) {
-	if err := checkClaim(service, key, jobID, ttl); err != nil {
+	if err := store.CheckClaim(service, key, jobID, ttl); err != nil {
 		return "", err
 	}
 	now := time.Now()
@@ -387,7 +387,7 @@ func (s *Store) ClaimIdempotencyKey(ctx context.Context, service, key, jobID str
 		return "", wrap("claim idempotency key", err)
 	}
 	expires := now.Add(ttl)
-	if ms := expires.UnixMilli(); ms <= now.UnixMilli() {
+	if exp := expires.UnixMilli(); exp <= now.UnixMilli() {
 		expires = now.Add(time.Millisecond) // a TTL below the millisecond still lasts one
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO idempotency_keys (service, idem_key, job_id, expires_at)

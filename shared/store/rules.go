@@ -1,0 +1,165 @@
+package store
+
+// The rules of the store contract that do not depend on the database, shared by shared/sqlite
+// and shared/cassandra; the contract suite (shared/store/storetest) holds both to them.
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
+)
+
+const (
+	DefaultLimit = 100
+	MaxLimit     = 1000
+	// MaxKeyLen bounds the key fields (id, service, task): they are parts of primary keys.
+	MaxKeyLen = 256
+)
+
+// MS returns t at the precision both stores keep: milliseconds, in UTC.
+func MS(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	return t.Truncate(time.Millisecond).UTC()
+}
+
+// CeilMS rounds a bound up to the stored precision: for a time c kept in whole milliseconds,
+// c >= t and c < t hold exactly when they hold for CeilMS(t).
+func CeilMS(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	if c := MS(t); c.Before(t) {
+		return c.Add(time.Millisecond)
+	}
+	return t.UTC()
+}
+
+func MSP(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	v := MS(*t)
+	return &v
+}
+
+// Normalize brings every time of j to the stored precision, so that what a caller holds after
+// a write equals what a later read returns.
+func Normalize(j *jobs.Job) {
+	j.CreatedAt = MS(j.CreatedAt)
+	j.UpdatedAt = MS(j.UpdatedAt)
+	j.StartedAt = MSP(j.StartedAt)
+	j.FinishedAt = MSP(j.FinishedAt)
+	for i := range j.Steps {
+		j.Steps[i].StartedAt = MSP(j.Steps[i].StartedAt)
+		j.Steps[i].FinishedAt = MSP(j.Steps[i].FinishedAt)
+	}
+}
+
+func CheckKey(field, v string) error {
+	if v == "" {
+		return jobs.Invalid(field, "required")
+	}
+	if len(v) > MaxKeyLen {
+		return jobs.Invalid(field, "longer than %d bytes", MaxKeyLen)
+	}
+	return nil
+}
+
+// PrepareCreate validates j and completes it as CreateJob stores it.
+func PrepareCreate(j *jobs.Job, now time.Time) error {
+	if j == nil {
+		return jobs.Invalid("", "nil job")
+	}
+	for _, k := range []struct{ field, v string }{{"id", j.ID}, {"service", j.Service}, {"task", j.Task}} {
+		if err := CheckKey(k.field, k.v); err != nil {
+			return err
+		}
+	}
+	if j.Status == "" {
+		j.Status = jobs.StatusPending
+	}
+	if !j.Status.Valid() {
+		return jobs.Invalid("status", "unknown status %q", j.Status)
+	}
+	if j.CreatedAt.IsZero() {
+		j.CreatedAt = now
+	}
+	if j.UpdatedAt.IsZero() {
+		j.UpdatedAt = j.CreatedAt
+	}
+	j.Revision = 1
+	Normalize(j)
+	return nil
+}
+
+// PrepareUpdate checks what fn did to next (a copy of cur) and completes it as UpdateJob stores
+// it. The fields that key the list indexes cannot change.
+func PrepareUpdate(cur, next *jobs.Job, now time.Time) error {
+	switch {
+	case next.ID != cur.ID:
+		return jobs.Invalid("id", "cannot change")
+	case next.Service != cur.Service:
+		return jobs.Invalid("service", "cannot change")
+	case next.Task != cur.Task:
+		return jobs.Invalid("task", "cannot change")
+	case !MS(next.CreatedAt).Equal(cur.CreatedAt):
+		return jobs.Invalid("createdAt", "cannot change")
+	case !next.Status.Valid():
+		return jobs.Invalid("status", "unknown status %q", next.Status)
+	}
+	next.Revision = cur.Revision + 1
+	next.UpdatedAt = now
+	if next.UpdatedAt.Before(cur.UpdatedAt) {
+		next.UpdatedAt = cur.UpdatedAt // never backwards, whatever the clock does
+	}
+	Normalize(next)
+	return nil
+}
+
+// CheckFilter validates f and returns the page size.
+func CheckFilter(f Filter) (int, error) {
+	if err := CheckKey("service", f.Service); err != nil {
+		return 0, err
+	}
+	if f.Status != "" && !f.Status.Valid() {
+		return 0, jobs.Invalid("status", "unknown status %q", f.Status)
+	}
+	switch {
+	case f.Limit == 0:
+		return DefaultLimit, nil
+	case f.Limit < 0 || f.Limit > MaxLimit:
+		return 0, jobs.Invalid("limit", "must be between 1 and %d", MaxLimit)
+	}
+	return f.Limit, nil
+}
+
+func ActiveLimit(limit int) int {
+	if limit <= 0 {
+		return DefaultLimit
+	}
+	return min(limit, MaxLimit)
+}
+
+func CheckClaim(service, key, jobID string, ttl time.Duration) error {
+	for _, k := range []struct{ field, v string }{{"service", service}, {"idempotencyKey", key}, {"id", jobID}} {
+		if err := CheckKey(k.field, k.v); err != nil {
+			return err
+		}
+	}
+	if ttl <= 0 {
+		return jobs.Invalid("ttl", "must be positive")
+	}
+	return nil
+}
+
+// EncodeJSON marshals one of the JSON-text columns.
+func EncodeJSON(field string, v any) (string, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return "", jobs.Invalid(field, "not representable as JSON: %v", err)
+	}
+	return string(b), nil
+}
