@@ -1,33 +1,10 @@
 // Command status-sync is the status-sync function of omni-orchestrator (one Knative Service). It reads its
-// settings from the environment (shared/wiring.Env, shared/runtime.Env).
+// settings from the environment (shared/wiring.Env, shared/runtime.Env; docs/configuration.md).
 package main
 
 import (
-	"context"
-
-	"github.com/kelseyhightower/envconfig"
-
 	"github.com/omnibuildplatform/omni-orchestrator/functions/status-sync/statussync"
-	"github.com/omnibuildplatform/omni-orchestrator/shared/runtime"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/wiring"
 )
 
-func main() { runtime.Main("status-sync", build) }
-
-func build(ctx context.Context) (*runtime.Function, error) {
-	var env wiring.Env
-	if err := envconfig.Process("", &env); err != nil {
-		return nil, err
-	}
-	d, err := env.Build(ctx)
-	if err != nil {
-		return nil, err
-	}
-	fn, err := statussync.NewFunction(ctx, env, d)
-	if err != nil {
-		_ = d.Store.Close()
-		return nil, err
-	}
-	fn.Close = d.Store.Close
-	return fn, nil
-}
+func main() { wiring.Main(statussync.Name, statussync.NewFunction) }

@@ -1,15 +1,13 @@
 package allinone
 
 import (
-	"context"
 	"sort"
 
-	"github.com/omnibuildplatform/omni-orchestrator/shared/runtime"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/wiring"
 )
 
 // Constructor builds one function from the shared environment and dependencies.
-type Constructor func(ctx context.Context, env wiring.Env, d *wiring.Deps) (*runtime.Function, error)
+type Constructor = wiring.Constructor
 
 // eventFunctions are the functions the router delivers events to, by Knative Service name (the
 // subscriber ref of their Trigger in config/). Each registers itself from its own file

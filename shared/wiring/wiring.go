@@ -8,6 +8,8 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	"github.com/kelseyhightower/envconfig"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/runtime"
 	"strings"
 	"time"
 
@@ -177,4 +179,29 @@ func (e Env) Build(ctx context.Context) (*Deps, error) {
 		return nil, fmt.Errorf("open store: %T keeps no logs", d.Store)
 	}
 	return &d, nil
+}
+
+// Constructor builds one function from the environment and the shared dependencies.
+type Constructor func(ctx context.Context, env Env, d *Deps) (*runtime.Function, error)
+
+// Main is the whole main of a function binary: read Env, build the dependencies, build the
+// function with c and serve it (runtime.Main), closing the store on exit.
+func Main(name string, c Constructor) {
+	runtime.Main(name, func(ctx context.Context) (*runtime.Function, error) {
+		var env Env
+		if err := envconfig.Process("", &env); err != nil {
+			return nil, fmt.Errorf("read environment: %w", err)
+		}
+		d, err := env.Build(ctx)
+		if err != nil {
+			return nil, err
+		}
+		fn, err := c(ctx, env, d)
+		if err != nil {
+			_ = d.Store.Close()
+			return nil, err
+		}
+		fn.Close = d.Store.Close
+		return fn, nil
+	})
 }
