@@ -71,6 +71,11 @@ func BenchmarkFollow(b *testing.B) {
 		b.Fatal(err)
 	}
 
+	// A follow request is answered once the log holds a line (kwok, like a kubelet, sends the
+	// response headers with the first line): give it one before the clients connect.
+	if err := appendLine("bench follow start"); err != nil {
+		b.Fatal(err)
+	}
 	api, err := followAPI(ctx, m, id, step)
 	if err != nil {
 		b.Fatal(err)
@@ -120,38 +125,43 @@ func BenchmarkFollow(b *testing.B) {
 		}
 	}
 
+	// One sub-benchmark, so that the set-up above runs once and the table is printed once, for
+	// the last (largest) run.
 	var apiS, rawS, overS sample
-	b.ResetTimer()
-	began := time.Now()
-	for range b.N {
-		for range followRound {
-			a, r, err := send()
-			if err != nil {
-				b.Fatal(err)
+	b.Run("lines", func(b *testing.B) {
+		apiS, rawS, overS = sample{}, sample{}, sample{}
+		began := time.Now()
+		for range b.N {
+			for range followRound {
+				a, r, err := send()
+				if err != nil {
+					b.Fatal(err)
+				}
+				apiS.lat = append(apiS.lat, a)
+				rawS.lat = append(rawS.lat, r)
+				overS.lat = append(overS.lat, a-r)
 			}
-			apiS.lat = append(apiS.lat, a)
-			rawS.lat = append(rawS.lat, r)
-			overS.lat = append(overS.lat, a-r)
 		}
-	}
-	b.StopTimer()
-	apiS.elapsed = time.Since(began)
-	rawS.elapsed = apiS.elapsed
-	b.ReportMetric(ms(apiS.quantile(.5)), "p50-ms")
-	b.ReportMetric(ms(apiS.quantile(.99)), "p99-ms")
-	b.ReportMetric(ms(rawS.quantile(.5)), "raw-p50-ms")
-	b.ReportMetric(ms(rawS.quantile(.99)), "raw-p99-ms")
-	b.ReportMetric(float64(apiS.quantile(.5))/float64(rawS.quantile(.5)), "p50/raw")
+		b.StopTimer()
+		apiS.elapsed = time.Since(began)
+		rawS.elapsed = apiS.elapsed
+		b.ReportMetric(ms(apiS.quantile(.5)), "p50-ms")
+		b.ReportMetric(ms(apiS.quantile(.99)), "p99-ms")
+		b.ReportMetric(ms(rawS.quantile(.5)), "raw-p50-ms")
+		b.ReportMetric(ms(rawS.quantile(.99)), "raw-p99-ms")
+		b.ReportMetric(float64(apiS.quantile(.5))/float64(rawS.quantile(.5)), "p50/raw")
+		b.ReportMetric(float64(apiS.quantile(.99))/float64(rawS.quantile(.99)), "p99/raw")
+	})
 
 	row := func(path string, s sample, vs string) []string {
 		return []string{path, fmt.Sprint(len(s.lat)), fmt.Sprintf("%.2f", ms(s.quantile(.5))), fmt.Sprintf("%.2f", ms(s.quantile(.99))), vs}
 	}
-	table("Follow latency: a line appended to the log kwok serves → the line at the client",
+	table("Follow latency: a line appended to the log kwok serves → the line at the client (aarch64 cluster, one line at a time)",
 		[]string{"path", "lines", "p50 ms", "p99 ms", "vs baseline"}, [][]string{
 			row("client-go pods/log follow (baseline)", rawS, ""),
 			row("GET /v1/jobs/{id}/logs?follow=true (SSE)", apiS, fmt.Sprintf("p50 %s, p99 %s",
 				ratio(ms(apiS.quantile(.5)), ms(rawS.quantile(.5))), ratio(ms(apiS.quantile(.99)), ms(rawS.quantile(.99))))),
-			row("  of which after the cluster served it (API − baseline, per line)", overS, ""),
+			row("  added after the cluster served it (API − baseline, per line)", overS, ""),
 		})
 }
 

@@ -269,6 +269,11 @@ func (h *LogHandler) logStep(ctx context.Context, jobID, step string) (store.Log
 // final reports whether a step's archive will not change any more.
 func final(s store.LogStep) bool { return s.Complete || s.Incomplete }
 
+// atArchiveEnd reports whether pos is known to be at the end of the step's whole archive
+// without reading it: the line count of a complete archive is counted in the pass that stored
+// every chunk. (An incomplete one may hold chunks of an interrupted pass that it does not count.)
+func atArchiveEnd(s store.LogStep, pos logPos) bool { return s.Complete && pos.N >= s.Lines }
+
 // Page returns up to limit lines of the step's log after pos: from the archive once the step is
 // archived, from the cluster before.
 func (h *LogHandler) Page(ctx context.Context, j *jobs.Job, step string, pos logPos, limit int) (LogPage, error) {
@@ -296,7 +301,7 @@ func (h *LogHandler) Page(ctx context.Context, j *jobs.Job, step string, pos log
 		}
 	}
 	if page.Source == "archive" {
-		if final(st) && pos.N >= st.Lines {
+		if atArchiveEnd(st, pos) {
 			atEnd = true
 		} else if end, atEnd, err = h.readArchive(ctx, j.ID, step, pos, func(l LogLine, _ logPos) bool { return add(l) }); err != nil {
 			return page, err

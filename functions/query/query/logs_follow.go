@@ -96,9 +96,22 @@ func (h *LogHandler) follow(w http.ResponseWriter, r *http.Request, lr logReques
 			httpapi.Error(w, r, err)
 			return
 		}
-		if final(st) && lr.pos.N >= st.Lines {
-			w.WriteHeader(http.StatusNoContent)
-			return
+		if final(st) {
+			more := false
+			if !atArchiveEnd(st, lr.pos) {
+				_, _, err = h.readArchive(ctx, lr.job.ID, lr.step, lr.pos, func(LogLine, logPos) bool {
+					more = true
+					return false
+				})
+			}
+			if err != nil {
+				httpapi.Error(w, r, err)
+				return
+			}
+			if !more {
+				w.WriteHeader(http.StatusNoContent)
+				return
+			}
 		}
 	}
 	hd := w.Header()
@@ -214,7 +227,7 @@ func (f *follower) neverRan(ctx context.Context, j *jobs.Job) bool {
 
 // finish sends what the final archive holds after f.pos, then the end event.
 func (f *follower) finish(ctx context.Context, st store.LogStep) error {
-	if f.pos.N < st.Lines {
+	if !atArchiveEnd(st, f.pos) {
 		if err := f.setState("archive"); err != nil {
 			return err
 		}
@@ -252,11 +265,6 @@ func (f *follower) live(ctx context.Context, state StepState) (bool, error) {
 	follow := state.Phase == ContainerRunning
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	rc, err := h.Live.OpenLog(sctx, f.job, state.Pod, f.step, follow)
-	if err != nil {
-		logging.FromContext(ctx).Debugw("open live log", "job", f.job.ID, "step", f.step, "error", err)
-		return false, nil
-	}
 	if err := f.setState("live"); err != nil {
 		return false, err
 	}
@@ -265,6 +273,15 @@ func (f *follower) live(ctx context.Context, state StepState) (bool, error) {
 	skip := f.pos.N
 	go func() {
 		defer close(items)
+		// Opened here rather than before the loop below: a kubelet (and kwok) answers a follow
+		// request only once the container has written something, so the open lasts as long as
+		// the container is silent; meanwhile the loop still sees the container end and sends
+		// heartbeats.
+		rc, err := h.Live.OpenLog(sctx, f.job, state.Pod, f.step, follow)
+		if err != nil {
+			readErr = fmt.Errorf("open the log of %s/%s: %w", state.Pod, f.step, err)
+			return
+		}
 		defer rc.Close()
 		rd := &lineReader{r: logs.NewReader(rc)}
 		var n int64

@@ -112,6 +112,16 @@ func (f *fakeLogStore) archive(jobID, step string, lines []string, sizes []int, 
 		Complete: reason == "", Incomplete: reason != "", Reason: reason}
 }
 
+// uncount zeroes the counts of a step's archive state, as an incomplete archive recorded after
+// an interrupted pass has them.
+func (f *fakeLogStore) uncount(jobID, step string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	st := f.steps[jobID+"/"+step]
+	st.Lines, st.Bytes, st.LastSeq = 0, 0, 0
+	f.steps[jobID+"/"+step] = st
+}
+
 // fakeLive is LiveLogs for one pod: its steps' states and one log shared by all its containers
 // (as kwok serves it). A follow stream replays the log and then waits for more lines until it
 // is cancelled, even after the container ended (kwok again), unless endFollow is set (a real
@@ -170,6 +180,21 @@ func (f *fakeLive) OpenLog(ctx context.Context, _ *jobs.Job, pod, step string, f
 		return nil, fmt.Errorf("pod %s: %w", pod, jobs.ErrNotFound)
 	}
 	f.mu.Unlock()
+	// A follow request is answered once the container has written something (or, with
+	// endFollow, has ended), as a kubelet and kwok do.
+	for follow {
+		f.mu.Lock()
+		n, grew, state, end := len(f.lines), f.grew, f.states[step], f.endFollow
+		f.mu.Unlock()
+		if n > 0 || (end && state != ContainerRunning) || state == NoPod {
+			break
+		}
+		select {
+		case <-grew:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 	pr, pw := io.Pipe()
 	go func() {
 		sent := 0
@@ -301,20 +326,25 @@ func checkNumbers(t *testing.T, ls []LogLine, from int64) {
 func TestLogPagesOfTheArchive(t *testing.T) {
 	all := numbered("build line", 1, 9)
 	tests := map[string]struct {
-		sizes  []int
-		limit  int
-		reason string
+		sizes     []int
+		limit     int
+		reason    string
+		uncounted bool // the step state counts no line (chunks of an interrupted earlier pass)
 	}{
 		"one chunk, one page":            {sizes: nil, limit: 100},
 		"chunks of 3, 2, 4; pages of 2":  {sizes: []int{3, 2, 4}, limit: 2},
 		"chunks of 1; pages of 4":        {sizes: []int{1, 1, 1, 1, 1, 1, 1, 1, 1}, limit: 4},
 		"chunks of 4; pages of 1":        {sizes: []int{4, 4}, limit: 1},
 		"incomplete archive, pages of 5": {sizes: []int{2}, limit: 5, reason: "pod deleted before archiving"},
+		"incomplete, lines not counted":  {sizes: []int{4}, limit: 3, reason: "pod gone", uncounted: true},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			f := newLogFixture(t)
 			f.store.archive("job1", "build", all, tc.sizes, tc.reason)
+			if tc.uncounted {
+				f.store.uncount("job1", "build")
+			}
 			var got []LogLine
 			after := ""
 			for i := 0; ; i++ {
@@ -699,5 +729,49 @@ func TestLineReaderKeepsLinesWithoutTimestamp(t *testing.T) {
 	want := []string{"one@Nov 27 19:00:00.000000001", "no timestamp here@Nov 27 19:00:00.000000001", "three@Nov 27 19:00:02.000000000"}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("lines (-want +got):\n%s", d)
+	}
+}
+
+// A container that writes nothing and ends: the follow request, which the runtime holds until
+// a first line, does not keep the stream from noticing the end and going on to the archive.
+func TestFollowSilentContainer(t *testing.T) {
+	for _, kubelet := range []bool{false, true} {
+		t.Run(fmt.Sprintf("follow stream ends with the container: %v", kubelet), func(t *testing.T) {
+			f := newLogFixture(t)
+			f.live.endFollow = kubelet
+			f.live.set("build", ContainerRunning)
+			c := f.follow(t, "/v1/jobs/job1/logs?step=build&follow=true")
+			c.until("live state", func() bool { return len(c.states) > 0 && c.states[len(c.states)-1] == "live" })
+			f.live.set("build", ContainerTerminated)
+			f.jobs.setStatus("job1", jobs.StatusSucceeded)
+			f.store.mu.Lock()
+			f.store.steps["job1/build"] = store.LogStep{JobID: "job1", Step: "build", Complete: true}
+			f.store.mu.Unlock()
+			c.until("the end", c.ended)
+			if len(c.lines) != 0 || !c.end.Complete {
+				t.Errorf("lines %v end %+v", c.lines, c.end)
+			}
+		})
+	}
+}
+
+// A resumed follow of an incomplete archive whose state counts no line still gets the stored
+// lines, and a reconnect after them is told to stop.
+func TestFollowIncompleteArchive(t *testing.T) {
+	f := newLogFixture(t)
+	f.jobs.setStatus("job1", jobs.StatusLost)
+	f.store.archive("job1", "build", numbered("l", 1, 5), []int{2}, "pod gone")
+	f.store.uncount("job1", "build")
+	after := f.h.Tokens.sealCursor("job1", "build", logPos{N: 1})
+	c := f.follow(t, "/v1/jobs/job1/logs?step=build&follow=true", "Last-Event-ID", after)
+	c.until("the end", c.ended)
+	checkNumbers(t, c.lines, 1)
+	if len(c.lines) != 4 || !c.end.Incomplete || c.end.Complete || c.end.Reason != "pod gone" {
+		t.Errorf("lines %v end %+v", c.lines, c.end)
+	}
+	resp := f.get(t, "/v1/jobs/job1/logs?step=build&follow=true", "Last-Event-ID", c.lastID)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Errorf("reconnect after the end: %d, want 204", resp.StatusCode)
 	}
 }
