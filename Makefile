@@ -45,8 +45,9 @@ export KO_DOCKER_REPO
 # Base image of every function image; default in .ko.yaml (distroless static, nonroot).
 export KO_DEFAULTBASEIMAGE
 KO_FLAGS ?= --base-import-paths --sbom=none
-# The binaries of the images: every function and the operator binary (the schema Job).
-IMAGE_PKGS = $(shell $(GO) list -f '{{if eq .Name "main"}}{{.ImportPath}}{{end}}' ./functions/... ./cmd/...)
+# The binaries of the images: every function, the operator binary (the schema Job) and the
+# dead-letter display.
+IMAGE_PKGS = $(shell $(GO) list -f '{{if eq .Name "main"}}{{.ImportPath}}{{end}}' ./functions/... ./cmd/... ./hack/event-display)
 
 .PHONY: image-tools
 image-tools:
@@ -64,8 +65,11 @@ images: image-tools ## Build and push the function images (linux/amd64 + linux/a
 .PHONY: deploy
 deploy: image-tools config ## Build, push and apply config/ to the current kubectl context (docs/deploy.md).
 	@test -n "$(KO_DOCKER_REPO)" || { echo "set KO_DOCKER_REPO, e.g. make deploy KO_DOCKER_REPO=registry.example.com/omni" >&2; exit 1; }
-	@# A Job's pod template is immutable: the previous schema Job goes first (it ran already).
+	@# The schema first: the functions cannot open a keyspace that does not exist yet, and new
+	@# code may need new migrations. A Job's pod template is immutable, so the previous run goes.
 	$(KUBECTL) delete job omni-db-migrate -n omni --ignore-not-found
+	$(KO) apply $(KO_FLAGS) -f config/100-namespace.yaml -f config/200-serviceaccounts.yaml -f config/210-config.yaml -f config/700-db-migrate.yaml
+	$(KUBECTL) wait -n omni --for=condition=Complete --timeout=10m job/omni-db-migrate
 	$(KO) apply $(KO_FLAGS) -f config/
 
 .PHONY: sources

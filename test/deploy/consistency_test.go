@@ -23,10 +23,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	eventingv1 "knative.dev/eventing/pkg/apis/eventing/v1"
+	sourcesv1 "knative.dev/eventing/pkg/apis/sources/v1"
 	"knative.dev/eventing/pkg/eventfilter"
 	"knative.dev/eventing/pkg/eventfilter/attributes"
 	"knative.dev/eventing/pkg/eventfilter/subscriptionsapi"
-	sourcesv1 "knative.dev/eventing/pkg/apis/sources/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/omnibuildplatform/omni-orchestrator/config"
@@ -302,10 +302,14 @@ func checkFunctionService(t *testing.T, fn string, s *knService, d *deployment) 
 	if spec.ContainerConcurrency == nil || *spec.ContainerConcurrency <= 0 {
 		t.Errorf("%s: no containerConcurrency", where)
 	}
-	if spec.TimeoutSeconds == nil {
+	switch {
+	case spec.TimeoutSeconds == nil:
 		t.Errorf("%s: no timeoutSeconds", where)
-	} else if fn == "query" && *spec.TimeoutSeconds < 3600 {
+	case fn == "query" && *spec.TimeoutSeconds < 3600:
 		t.Errorf("%s: timeoutSeconds %d, want >= 3600 for log follow", where, *spec.TimeoutSeconds)
+	case *spec.TimeoutSeconds > 3600:
+		// Knative refuses more than max-revision-timeout-seconds; docs/deploy.md raises it to 3600.
+		t.Errorf("%s: timeoutSeconds %d is above the 3600 docs/deploy.md sets as Knative's maximum", where, *spec.TimeoutSeconds)
 	}
 	if p := c.ReadinessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/readyz" {
 		t.Errorf("%s: want a readiness probe on /readyz", where)
@@ -452,6 +456,10 @@ func checkMountedPaths(t *testing.T, fn string, s *knService, d *deployment) {
 		}
 		if !m.ReadOnly {
 			t.Errorf("Service %s: mount %s is not readOnly (Knative refuses that)", fn, m.MountPath)
+		}
+		// Paths Knative reserves for itself (knative.dev/serving pkg/apis/serving/k8s_validation.go).
+		if slices.Contains([]string{"/", "/dev", "/dev/log", "/tmp", "/var", "/var/log"}, path.Clean(m.MountPath)) {
+			t.Errorf("Service %s: mount path %s is reserved by Knative", fn, m.MountPath)
 		}
 	}
 	for _, e := range c.Env {
@@ -814,4 +822,3 @@ func emittedTypes(t *testing.T, dir string) []string {
 	slices.Sort(out)
 	return out
 }
-

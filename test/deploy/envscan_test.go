@@ -33,9 +33,10 @@ type goPackage struct {
 
 // scanBinary finds, without running or type-checking anything, the environment variables the
 // binary pkg reads: the envconfig tags of every struct passed to envconfig.Process (with its
-// prefix), and the literal names passed to os.Getenv / os.LookupEnv, in every package of this
-// module that pkg imports. A read this scan cannot see (a name computed at run time) is not
-// reported; the functions read their settings through envconfig structs, which it sees.
+// prefix), and the literal names passed to os.Getenv / os.LookupEnv, in the functions of this
+// module that its main may run (see reachable). A read this scan cannot see (a name computed at
+// run time) is not reported; the functions read their settings through envconfig structs,
+// which it sees.
 func scanBinary(t testing.TB, pkg string) codeFacts {
 	t.Helper()
 	root := repoRoot(t)
@@ -61,55 +62,122 @@ func scanBinary(t testing.TB, pkg string) codeFacts {
 		pkgs[p.ImportPath] = &p
 	}
 	facts := codeFacts{Env: map[string]string{}}
-	for _, p := range pkgs {
-		for _, f := range p.files {
-			imports := fileImports(f)
-			ast.Inspect(f, func(n ast.Node) bool {
-				fd, ok := n.(*ast.FuncDecl)
-				if !ok || fd.Body == nil {
+	for _, fn := range reachable(pkgs, pkg) {
+		p, fd, imports := fn.pkg, fn.decl, fn.imports
+		ast.Inspect(fd.Body, func(n ast.Node) bool {
+			call, ok := n.(*ast.CallExpr)
+			if !ok {
+				return true
+			}
+			sel, ok := call.Fun.(*ast.SelectorExpr)
+			if !ok {
+				return true
+			}
+			x, _ := sel.X.(*ast.Ident)
+			switch {
+			case sel.Sel.Name == "Emit" && strings.HasPrefix(p.ImportPath, modulePath+"/functions/"):
+				facts.Emits = true
+			case x != nil && imports[x.Name] == "os" && (sel.Sel.Name == "Getenv" || sel.Sel.Name == "LookupEnv") && len(call.Args) == 1:
+				if lit, ok := call.Args[0].(*ast.BasicLit); ok && lit.Kind == token.STRING {
+					name, _ := strconv.Unquote(lit.Value)
+					facts.Env[name] = p.ImportPath + ": os." + sel.Sel.Name
+				}
+			case x != nil && imports[x.Name] == "github.com/kelseyhightower/envconfig" &&
+				(sel.Sel.Name == "Process" || sel.Sel.Name == "MustProcess") && len(call.Args) == 2:
+				prefix := ""
+				if lit, ok := call.Args[0].(*ast.BasicLit); ok {
+					prefix, _ = strconv.Unquote(lit.Value)
+				}
+				typePkg, typeName := varType(fd, call.Args[1], p.ImportPath, imports)
+				st := findStruct(pkgs, typePkg, typeName)
+				if st == nil {
+					t.Errorf("%s: envconfig.Process of %s: cannot find struct %s.%s", p.ImportPath, exprString(call.Args[1]), typePkg, typeName)
 					return true
 				}
-				ast.Inspect(fd.Body, func(n ast.Node) bool {
-					call, ok := n.(*ast.CallExpr)
-					if !ok {
-						return true
-					}
-					sel, ok := call.Fun.(*ast.SelectorExpr)
-					if !ok {
-						return true
-					}
-					x, _ := sel.X.(*ast.Ident)
-					switch {
-					case sel.Sel.Name == "Emit" && strings.HasPrefix(p.ImportPath, modulePath+"/functions/"):
-						facts.Emits = true
-					case x != nil && imports[x.Name] == "os" && (sel.Sel.Name == "Getenv" || sel.Sel.Name == "LookupEnv") && len(call.Args) == 1:
-						if lit, ok := call.Args[0].(*ast.BasicLit); ok && lit.Kind == token.STRING {
-							name, _ := strconv.Unquote(lit.Value)
-							facts.Env[name] = p.ImportPath + ": os." + sel.Sel.Name
-						}
-					case x != nil && imports[x.Name] == "github.com/kelseyhightower/envconfig" &&
-						(sel.Sel.Name == "Process" || sel.Sel.Name == "MustProcess") && len(call.Args) == 2:
-						prefix := ""
-						if lit, ok := call.Args[0].(*ast.BasicLit); ok {
-							prefix, _ = strconv.Unquote(lit.Value)
-						}
-						typePkg, typeName := varType(fd, call.Args[1], p.ImportPath, imports)
-						st := findStruct(pkgs, typePkg, typeName)
-						if st == nil {
-							t.Errorf("%s: envconfig.Process of %s: cannot find struct %s.%s", p.ImportPath, exprString(call.Args[1]), typePkg, typeName)
-							return true
-						}
-						for name, field := range envFields(pkgs, typePkg, st, prefix) {
-							facts.Env[name] = typePkg + "." + typeName + "." + field
-						}
-					}
-					return true
-				})
-				return false
-			})
-		}
+				for name, field := range envFields(pkgs, typePkg, st, prefix) {
+					facts.Env[name] = typePkg + "." + typeName + "." + field
+				}
+			}
+			return true
+		})
 	}
 	return facts
+}
+
+// funcRef is a function declaration with its package and the imports of its file.
+type funcRef struct {
+	pkg     *goPackage
+	decl    *ast.FuncDecl
+	imports map[string]string
+}
+
+// reachable returns the functions of this module that main of pkg may run: main.main and every
+// init, then whatever they name — a function of their package or of an imported one, called or
+// passed as a value — and, since types are not checked, every method of the module whose name
+// they select. An over-approximation, but one that follows what main wires up rather than
+// everything the imported packages contain.
+func reachable(pkgs map[string]*goPackage, mainPkg string) []funcRef {
+	funcs := map[string]map[string]funcRef{} // package → name → plain function
+	methods := map[string][]funcRef{}        // name → methods of any type
+	var roots []funcRef
+	for _, p := range pkgs {
+		funcs[p.ImportPath] = map[string]funcRef{}
+		for _, f := range p.files {
+			imports := fileImports(f)
+			for _, d := range f.Decls {
+				fd, ok := d.(*ast.FuncDecl)
+				if !ok || fd.Body == nil {
+					continue
+				}
+				ref := funcRef{p, fd, imports}
+				switch {
+				case fd.Recv != nil:
+					methods[fd.Name.Name] = append(methods[fd.Name.Name], ref)
+				case fd.Name.Name == "init":
+					roots = append(roots, ref)
+				default:
+					funcs[p.ImportPath][fd.Name.Name] = ref
+				}
+			}
+		}
+	}
+	for path, fs := range funcs {
+		if main, ok := fs["main"]; ok && (path == mainPkg || strings.HasSuffix(mainPkg, strings.TrimPrefix(path, modulePath))) {
+			roots = append(roots, main)
+		}
+	}
+	seen := map[*ast.FuncDecl]bool{}
+	var out []funcRef
+	queue := roots
+	for len(queue) > 0 {
+		fn := queue[0]
+		queue = queue[1:]
+		if seen[fn.decl] {
+			continue
+		}
+		seen[fn.decl] = true
+		out = append(out, fn)
+		ast.Inspect(fn.decl.Body, func(n ast.Node) bool {
+			switch n := n.(type) {
+			case *ast.SelectorExpr:
+				if x, ok := n.X.(*ast.Ident); ok {
+					if path, ok := fn.imports[x.Name]; ok {
+						if ref, ok := funcs[path][n.Sel.Name]; ok {
+							queue = append(queue, ref)
+						}
+						return false
+					}
+				}
+				queue = append(queue, methods[n.Sel.Name]...)
+			case *ast.Ident:
+				if ref, ok := funcs[fn.pkg.ImportPath][n.Name]; ok {
+					queue = append(queue, ref)
+				}
+			}
+			return true
+		})
+	}
+	return out
 }
 
 func fileImports(f *ast.File) map[string]string {
