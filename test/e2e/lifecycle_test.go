@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -163,7 +164,11 @@ func TestReplayShuffledEvents(t *testing.T) {
 // manifest) still brings the job to its true end.
 func TestResyncRepairsMissedEnd(t *testing.T) {
 	const cluster = "aarch64"
-	j := alice.submit(t, rpmJob("team-a", cluster, map[string]string{platform.AnnotationHoldStep: "build-rpm"}))
+	hook := newWebhook(callbackSecret, nil)
+	defer hook.Close()
+	req := rpmJob("team-a", cluster, map[string]string{platform.AnnotationHoldStep: "build-rpm"})
+	req["callback"] = hook.URL
+	j := alice.submit(t, req)
 	alice.wait(t, j.ID, "running", func(j *jobs.Job) bool {
 		return j.Status == jobs.StatusRunning && stepStatus(j, "build-rpm") == jobs.StepRunning
 	})
@@ -195,6 +200,15 @@ func TestResyncRepairsMissedEnd(t *testing.T) {
 	if done.Status != jobs.StatusSucceeded || stepStatus(done, "upload") != jobs.StepSucceeded {
 		t.Fatalf("after resync: %s, steps %+v", done.Status, done.Steps)
 	}
+	// The job.changed of the resync reaches notify and log-archive like any other.
+	hook.wait(t, j.ID, "the end notified after resync", hasEnd)
+	alice.wait(t, j.ID, "logs archived after resync", func(*jobs.Job) bool {
+		r := alice.do(t, http.MethodGet, "/v1/jobs/"+j.ID+"/logs?step=upload&limit=10000", nil)
+		var page struct {
+			Complete bool `json:"complete"`
+		}
+		return r.code == http.StatusOK && json.Unmarshal(r.body, &page) == nil && page.Complete
+	})
 }
 
 // lastSnapshotsHandled reports whether status-sync has handled the current state of the job's
