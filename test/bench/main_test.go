@@ -60,7 +60,7 @@ func allInOne(b *testing.B) *allinone.Main {
 		if omniDir, omniErr = os.MkdirTemp("", "omni-bench-"); omniErr != nil {
 			return
 		}
-		logger, err := runtime.NewLogger("warn")
+		logger, err := runtime.NewLogger("error")
 		if err != nil {
 			omniErr = err
 			return

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"testing"
 	"time"
@@ -57,6 +58,25 @@ func TestCancelRunningJob(t *testing.T) {
 	final := alice.do(t, http.MethodGet, "/v1/jobs/"+j.ID, nil).job(t)
 	if final.Status != jobs.StatusCancelled {
 		t.Errorf("final status %s", final.Status)
+	}
+	// The logs written before the cancel were archived before the pods went: the step that ran
+	// and the one cut short are settled, and the first has lines.
+	for _, step := range []string{"fetch-srpm", "build-rpm"} {
+		r := alice.do(t, http.MethodGet, "/v1/jobs/"+j.ID+"/logs?step="+step+"&limit=10000", nil)
+		var page struct {
+			Lines      []json.RawMessage `json:"lines"`
+			Complete   bool              `json:"complete"`
+			Incomplete bool              `json:"incomplete"`
+		}
+		if r.code != http.StatusOK || json.Unmarshal(r.body, &page) != nil {
+			t.Fatalf("logs of %s: %d %s", step, r.code, r.body)
+		}
+		if !page.Complete && !page.Incomplete {
+			t.Errorf("logs of %s not settled after the pods went", step)
+		}
+		if step == "fetch-srpm" && (len(page.Lines) == 0 || !page.Complete) {
+			t.Errorf("logs of %s: %d lines, complete %v; want the archived log", step, len(page.Lines), page.Complete)
+		}
 	}
 }
 
