@@ -14,15 +14,8 @@ import (
 
 var _ store.LogStore = (*Store)(nil)
 
-// The rules of the logs contract that do not depend on the database; shared/sqlite has the
-// same (its logs.go), and the logs part of the contract suite keeps the two in step.
+// Limits of the Cassandra log tables (the database-independent ones are in shared/store).
 const (
-	// maxChunkData bounds one chunk's data: a chunk of shared/logs holds at most 256 KiB, or one
-	// line of up to 1 MiB; a pushed chunk is bounded by the event size. Cassandra refuses
-	// mutations above half its commit log segment (16 MiB by default).
-	maxChunkData      = 4 << 20
-	defaultChunkLimit = 100
-	maxChunkLimit     = 1000
 	// chunksPerBucket is how many consecutive chunks share a partition of log_chunks: with
 	// chunks of at most 256 KiB, a partition holds at most about 16 MiB (docs/data-model.md).
 	// Changing it needs a migration that rewrites the table.
@@ -31,56 +24,6 @@ const (
 	// another writer stored a change.
 	maxStepAttempts = 100
 )
-
-func checkLogKey(jobID, step, source string) error {
-	for _, k := range []struct{ field, v string }{{"jobId", jobID}, {"step", step}} {
-		if err := store.CheckKey(k.field, k.v); err != nil {
-			return err
-		}
-	}
-	if source != store.LogSourceArchive && source != store.LogSourcePush {
-		return jobs.Invalid("source", "unknown log source %q (want %s or %s)", source, store.LogSourceArchive, store.LogSourcePush)
-	}
-	return nil
-}
-
-func checkChunk(c *store.LogChunk) error {
-	if err := checkLogKey(c.JobID, c.Step, c.Source); err != nil {
-		return err
-	}
-	switch {
-	case c.Seq < 1:
-		return jobs.Invalid("seq", "%d: sequence numbers start at 1", c.Seq)
-	case c.Lines < 1 || len(c.Data) == 0:
-		return jobs.Invalid("lines", "a chunk holds at least one line")
-	case len(c.Data) > maxChunkData:
-		return jobs.Invalid("data", "%d bytes: more than %d", len(c.Data), maxChunkData)
-	}
-	return nil
-}
-
-func checkLogStep(s *store.LogStep) error {
-	if err := store.CheckKey("jobId", s.JobID); err != nil {
-		return err
-	}
-	if err := store.CheckKey("step", s.Step); err != nil {
-		return err
-	}
-	if s.LastSeq < 0 || s.Bytes < 0 || s.Lines < 0 {
-		return jobs.Invalid("lastSeq", "negative counts")
-	}
-	return nil
-}
-
-func chunkLimit(limit int) int {
-	switch {
-	case limit <= 0:
-		return defaultChunkLimit
-	case limit > maxChunkLimit:
-		return maxChunkLimit
-	}
-	return limit
-}
 
 // nanos and fromNanos keep line times at full precision; the zero time is 0.
 func nanos(t time.Time) int64 {
@@ -104,7 +47,7 @@ func bucketOf(seq int64) int { return int((seq - 1) / chunksPerBucket) }
 // chunk of up to 256 KiB is a few hundred per 50 MB of log. A timed-out attempt is simply
 // tried again: whichever write was accepted, the row then exists and the retry is a no-op.
 func (s *Store) PutLogChunk(ctx context.Context, c store.LogChunk) error {
-	if err := checkChunk(&c); err != nil {
+	if err := store.CheckChunk(&c); err != nil {
 		return err
 	}
 	var err error
@@ -141,10 +84,10 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 // skips past a chunk that is still missing at a bucket's end (pushed chunks may arrive out
 // of order).
 func (s *Store) LogChunks(ctx context.Context, jobID, step, source string, after int64, limit int) ([]store.LogChunk, error) {
-	if err := checkLogKey(jobID, step, source); err != nil {
+	if err := store.CheckLogKey(jobID, step, source); err != nil {
 		return nil, err
 	}
-	limit = chunkLimit(limit)
+	limit = store.ChunkLimit(limit)
 	next := max(after, 0) + 1
 	var out []store.LogChunk
 	for len(out) < limit {
@@ -209,7 +152,7 @@ func mergeLogStep(cur, s store.LogStep) store.LogStep {
 // with a compare-and-set on version; a lost race re-reads at serial consistency and merges
 // again. Writing every column renews the row's TTL as a whole.
 func (s *Store) PutLogStep(ctx context.Context, st store.LogStep) error {
-	if err := checkLogStep(&st); err != nil {
+	if err := store.CheckLogStep(&st); err != nil {
 		return err
 	}
 	op := fmt.Sprintf("put log step %s/%s", st.JobID, st.Step)

@@ -5,72 +5,10 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/store"
 )
 
 var _ store.LogStore = (*Store)(nil)
-
-// The rules of the logs contract that do not depend on the database; shared/cassandra has the
-// same (its logs.go), and the logs part of the contract suite keeps the two in step.
-const (
-	// maxChunkData bounds one chunk's data: a chunk of shared/logs holds at most 256 KiB, or one
-	// line of up to 1 MiB; a pushed chunk is bounded by the event size. Cassandra refuses
-	// mutations above half its commit log segment (16 MiB by default).
-	maxChunkData      = 4 << 20
-	defaultChunkLimit = 100
-	maxChunkLimit     = 1000
-)
-
-func checkLogKey(jobID, step, source string) error {
-	for _, k := range []struct{ field, v string }{{"jobId", jobID}, {"step", step}} {
-		if err := store.CheckKey(k.field, k.v); err != nil {
-			return err
-		}
-	}
-	if source != store.LogSourceArchive && source != store.LogSourcePush {
-		return jobs.Invalid("source", "unknown log source %q (want %s or %s)", source, store.LogSourceArchive, store.LogSourcePush)
-	}
-	return nil
-}
-
-func checkChunk(c *store.LogChunk) error {
-	if err := checkLogKey(c.JobID, c.Step, c.Source); err != nil {
-		return err
-	}
-	switch {
-	case c.Seq < 1:
-		return jobs.Invalid("seq", "%d: sequence numbers start at 1", c.Seq)
-	case c.Lines < 1 || len(c.Data) == 0:
-		return jobs.Invalid("lines", "a chunk holds at least one line")
-	case len(c.Data) > maxChunkData:
-		return jobs.Invalid("data", "%d bytes: more than %d", len(c.Data), maxChunkData)
-	}
-	return nil
-}
-
-func checkLogStep(s *store.LogStep) error {
-	if err := store.CheckKey("jobId", s.JobID); err != nil {
-		return err
-	}
-	if err := store.CheckKey("step", s.Step); err != nil {
-		return err
-	}
-	if s.LastSeq < 0 || s.Bytes < 0 || s.Lines < 0 {
-		return jobs.Invalid("lastSeq", "negative counts")
-	}
-	return nil
-}
-
-func chunkLimit(limit int) int {
-	switch {
-	case limit <= 0:
-		return defaultChunkLimit
-	case limit > maxChunkLimit:
-		return maxChunkLimit
-	}
-	return limit
-}
 
 // nanos and fromNanos keep line times at full precision; the zero time is 0.
 func nanos(t time.Time) int64 {
@@ -89,7 +27,7 @@ func fromNanos(n int64) time.Time {
 
 // PutLogChunk implements store.LogStore: INSERT … ON CONFLICT DO NOTHING, the first write wins.
 func (s *Store) PutLogChunk(ctx context.Context, c store.LogChunk) error {
-	if err := checkChunk(&c); err != nil {
+	if err := store.CheckChunk(&c); err != nil {
 		return err
 	}
 	_, err := s.w.ExecContext(ctx, `INSERT INTO log_chunks
@@ -101,12 +39,12 @@ func (s *Store) PutLogChunk(ctx context.Context, c store.LogChunk) error {
 
 // LogChunks implements store.LogStore. limit is 1..1000; 0 means 100.
 func (s *Store) LogChunks(ctx context.Context, jobID, step, source string, after int64, limit int) ([]store.LogChunk, error) {
-	if err := checkLogKey(jobID, step, source); err != nil {
+	if err := store.CheckLogKey(jobID, step, source); err != nil {
 		return nil, err
 	}
 	rows, err := s.r.QueryContext(ctx, `SELECT seq, data, lines, first_time, last_time FROM log_chunks
 		WHERE job_id = ? AND step = ? AND source = ? AND seq > ? ORDER BY seq LIMIT ?`,
-		jobID, step, source, max(after, 0), chunkLimit(limit))
+		jobID, step, source, max(after, 0), store.ChunkLimit(limit))
 	if err != nil {
 		return nil, wrap("read log chunks", err)
 	}
@@ -127,7 +65,7 @@ func (s *Store) LogChunks(ctx context.Context, jobID, step, source string, after
 // PutLogStep implements store.LogStore: an upsert that merges with what is stored so that no
 // field goes back (maxima of the counts, flags or-ed, the first non-empty reason kept).
 func (s *Store) PutLogStep(ctx context.Context, st store.LogStep) error {
-	if err := checkLogStep(&st); err != nil {
+	if err := store.CheckLogStep(&st); err != nil {
 		return err
 	}
 	_, err := s.w.ExecContext(ctx, `INSERT INTO log_steps
