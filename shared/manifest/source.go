@@ -11,16 +11,12 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"time"
 
-	"github.com/fsnotify/fsnotify"
 	"go.uber.org/zap"
 	"knative.dev/pkg/logging"
-)
 
-// debounce is how long WatchDir waits after the last change before it reloads: an editor or a
-// ConfigMap update touches several files in a burst.
-const debounce = 200 * time.Millisecond
+	"github.com/omnibuildplatform/omni-orchestrator/shared/filewatch"
+)
 
 // Source holds the current catalogue and swaps in a new one on reload. A request should call
 // Current once and use that catalogue to the end; a reload never changes a loaded catalogue.
@@ -107,79 +103,32 @@ func (s *Source) reloadAndLog(ctx context.Context, why string) {
 // place it reloads once, so that nothing changed since the first load is missed. It returns an
 // error (also logged) only when the watch cannot be set up; run it with go.
 func (s *Source) WatchDir(ctx context.Context) error {
-	logger := logging.FromContext(ctx)
 	if s.dir == "" {
 		return errors.New("watch task templates: the source is not a directory")
 	}
-	w, err := fsnotify.NewWatcher()
-	if err == nil {
-		err = rewatch(w, s.dir)
-		if err != nil {
-			w.Close()
-		}
-	}
+	err := filewatch.Loop(ctx, func() ([]string, error) { return taskFolders(s.dir) }, nil,
+		func(why string) { s.reloadAndLog(ctx, why) })
 	if err != nil {
-		logger.Errorw("Cannot watch the task templates; they reload on SIGHUP only", zap.String("dir", s.dir), zap.Error(err))
+		logging.FromContext(ctx).Errorw("Cannot watch the task templates; they reload on SIGHUP only", zap.String("dir", s.dir), zap.Error(err))
 		return fmt.Errorf("watch %s: %w", s.dir, err)
 	}
-	defer w.Close()
-	s.reloadAndLog(ctx, "watch started")
-	timer := time.NewTimer(debounce)
-	timer.Stop()
-	defer timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case ev, ok := <-w.Events:
-			if !ok {
-				return nil
-			}
-			if ev.Op == fsnotify.Chmod {
-				continue
-			}
-			timer.Reset(debounce)
-		case err, ok := <-w.Errors:
-			if !ok {
-				return nil
-			}
-			logger.Warnw("Watching the task templates", zap.String("dir", s.dir), zap.Error(err))
-		case <-timer.C:
-			if err := rewatch(w, s.dir); err != nil {
-				logger.Warnw("Watching the task templates", zap.String("dir", s.dir), zap.Error(err))
-			}
-			s.reloadAndLog(ctx, "file change")
-		}
-	}
+	return nil
 }
 
-// rewatch makes w watch dir and its subdirectories (through symlinks) and nothing else. A watch
-// whose directory was deleted is gone from w's list, so a folder recreated under the same name is
-// watched again.
-func rewatch(w *fsnotify.Watcher, dir string) error {
-	want := map[string]bool{dir: true}
+// taskFolders returns dir and its subdirectories (through symlinks), dir first.
+func taskFolders(dir string) ([]string, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	out := []string{dir}
 	for _, e := range entries {
 		p := filepath.Join(dir, e.Name())
 		if fi, err := os.Stat(p); err == nil && fi.IsDir() {
-			want[p] = true
+			out = append(out, p)
 		}
 	}
-	for _, p := range w.WatchList() {
-		if !want[p] {
-			_ = w.Remove(p) // fails when the directory is gone, which removed the watch anyway
-		}
-		delete(want, p)
-	}
-	for p := range want {
-		if err := w.Add(p); err != nil && p == dir {
-			return err
-		} // a subdirectory that vanished since ReadDir is picked up again by the next event
-	}
-	return nil
+	return out, nil
 }
 
 // ReloadOnSIGHUP reloads the catalogue whenever the process gets SIGHUP, until ctx is done; run

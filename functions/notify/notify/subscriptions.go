@@ -11,15 +11,14 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
-	"github.com/fsnotify/fsnotify"
 	"go.uber.org/zap"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"knative.dev/pkg/logging"
 	"sigs.k8s.io/yaml"
 
 	"github.com/omnibuildplatform/omni-orchestrator/shared/events"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/filewatch"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
 )
 
@@ -194,10 +193,6 @@ func ParseSubscriptions(b []byte, dir string, getenv func(string) (string, bool)
 	return out, nil
 }
 
-// debounce is how long Watch waits after the last change before it reloads: a ConfigMap or
-// Secret update touches several entries in a burst.
-const debounce = 200 * time.Millisecond
-
 // Source holds the subscriptions in force and swaps in new ones when the file (or a secret file
 // it names) changes. A file that does not exist means no subscriptions; a reload that fails
 // keeps the previous subscriptions.
@@ -295,52 +290,24 @@ func (s *Source) watched() map[string]map[string]bool {
 // once when the watch is in place, so nothing changed since the first load is missed. It
 // returns an error (also logged) only if the subscriptions file's folder cannot be watched.
 func (s *Source) Watch(ctx context.Context) error {
-	logger := logging.FromContext(ctx).With(zap.String("file", s.path))
-	w, err := fsnotify.NewWatcher()
-	if err != nil {
-		logger.Errorw("Cannot watch the subscriptions file; it is not reloaded", zap.Error(err))
-		return fmt.Errorf("watch subscriptions: %w", err)
-	}
-	defer w.Close()
-	names, err := s.rewatch(w)
-	if err != nil {
-		logger.Warnw("Cannot watch the subscriptions file's folder; it is not reloaded", zap.Error(err))
-		return fmt.Errorf("watch subscriptions: %w", err)
-	}
-	s.reloadAndLog(ctx, "watch started")
-	timer := time.NewTimer(debounce)
-	timer.Stop()
-	defer timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case ev, ok := <-w.Events:
-			if !ok {
-				return nil
-			}
-			if ev.Op == fsnotify.Chmod || !relevant(names, ev.Name) {
-				continue
-			}
-			timer.Reset(debounce)
-		case err, ok := <-w.Errors:
-			if !ok {
-				return nil
-			}
-			logger.Warnw("Watching the subscriptions file", zap.Error(err))
-		case <-timer.C:
-			s.reloadAndLog(ctx, "file change")
-			before := len(w.WatchList())
-			if names, err = s.rewatch(w); err != nil {
-				logger.Warnw("Watching the subscriptions file", zap.Error(err))
-			}
-			if len(w.WatchList()) > before {
-				// A secret's folder is watched only from now on: read once more, so that a
-				// change made between the reload and the new watch is not missed.
-				s.reloadAndLog(ctx, "new folder watched")
+	folders := func() ([]string, error) {
+		watched := s.watched()
+		main := filepath.Dir(s.path)
+		out := []string{main}
+		for dir := range watched {
+			if dir != main {
+				out = append(out, dir)
 			}
 		}
+		return out, nil
 	}
+	err := filewatch.Loop(ctx, folders, func(path string) bool { return relevant(s.watched(), path) },
+		func(why string) { s.reloadAndLog(ctx, why) })
+	if err != nil {
+		logging.FromContext(ctx).Errorw("Cannot watch the subscriptions file; it is not reloaded", zap.String("file", s.path), zap.Error(err))
+		return fmt.Errorf("watch subscriptions: %w", err)
+	}
+	return nil
 }
 
 // relevant reports whether a change of path (in a watched folder) may change the subscriptions:
@@ -349,31 +316,6 @@ func (s *Source) Watch(ctx context.Context) error {
 func relevant(names map[string]map[string]bool, path string) bool {
 	base := filepath.Base(path)
 	return names[filepath.Dir(path)][base] || strings.HasPrefix(base, "..")
-}
-
-// rewatch makes w watch the folders of watched(); a secret's folder that cannot be watched is
-// skipped (its secret is still reloaded with the subscriptions file).
-func (s *Source) rewatch(w *fsnotify.Watcher) (map[string]map[string]bool, error) {
-	want := s.watched()
-	for _, p := range w.WatchList() {
-		if want[p] == nil {
-			_ = w.Remove(p)
-		}
-	}
-	have := map[string]bool{}
-	for _, p := range w.WatchList() {
-		have[p] = true
-	}
-	main := filepath.Dir(s.path)
-	for dir := range want {
-		if have[dir] {
-			continue
-		}
-		if err := w.Add(dir); err != nil && dir == main {
-			return want, err
-		}
-	}
-	return want, nil
 }
 
 func (s *Source) reloadAndLog(ctx context.Context, why string) {
