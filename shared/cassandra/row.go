@@ -27,26 +27,16 @@ const (
 
 // row is a job as jobs_by_id holds it.
 type row struct {
-	j                                   *jobs.Job
-	parameters, labels, steps, observed string
+	j *jobs.Job
+	store.JSONColumns
 }
 
 func encodeJob(j *jobs.Job) (*row, error) {
-	r := &row{j: j}
-	var err error
-	if r.parameters, err = store.EncodeJSON("parameters", j.Parameters); err != nil {
+	c, err := store.EncodeJSONColumns(j)
+	if err != nil {
 		return nil, err
 	}
-	if r.labels, err = store.EncodeJSON("labels", j.Labels); err != nil {
-		return nil, err
-	}
-	if r.steps, err = store.EncodeJSON("steps", j.Steps); err != nil {
-		return nil, err
-	}
-	if r.observed, err = store.EncodeJSON("observed", j.Observed); err != nil {
-		return nil, err
-	}
-	return r, nil
+	return &row{j: j, JSONColumns: c}, nil
 }
 
 func (r *row) args() []any {
@@ -54,7 +44,7 @@ func (r *row) args() []any {
 	return []any{
 		j.ID, j.Service, j.Task, j.Domain, j.Arch, j.Cluster, j.Namespace, string(j.Status),
 		j.Reason, j.Message, j.Callback, j.CancelRequested,
-		r.parameters, r.labels, r.steps, r.observed,
+		r.Parameters, r.Labels, r.Steps, r.Observed,
 		j.CreatedAt, nullTime(j.StartedAt), nullTime(j.FinishedAt), j.UpdatedAt, j.Revision,
 	}
 }

@@ -163,3 +163,25 @@ func EncodeJSON(field string, v any) (string, error) {
 	}
 	return string(b), nil
 }
+
+// JSONColumns are the job fields both stores keep as JSON text.
+type JSONColumns struct {
+	Parameters, Labels, Steps, Observed string
+}
+
+// EncodeJSONColumns encodes the JSON-text columns of j; an unencodable field is an InvalidError
+// naming it.
+func EncodeJSONColumns(j *jobs.Job) (JSONColumns, error) {
+	var c JSONColumns
+	var err error
+	for _, f := range []struct {
+		name string
+		v    any
+		dst  *string
+	}{{"parameters", j.Parameters, &c.Parameters}, {"labels", j.Labels, &c.Labels}, {"steps", j.Steps, &c.Steps}, {"observed", j.Observed, &c.Observed}} {
+		if *f.dst, err = EncodeJSON(f.name, f.v); err != nil {
+			return JSONColumns{}, err
+		}
+	}
+	return c, nil
+}
