@@ -8,8 +8,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"sync"
-	"sync/atomic"
 	"syscall"
 
 	"go.uber.org/zap"
@@ -24,15 +22,11 @@ import (
 type Source struct {
 	fsys fs.FS
 	dir  string // "" when the source is not a directory (e.g. the built-in templates.FS)
-	cur  atomic.Pointer[Catalogue]
-	mu   sync.Mutex // serialises reloads, so an older load never replaces a newer one
+	// Value holds the current catalogue (Current, Err, Reload).
+	*filewatch.Value[Catalogue]
 
-	errMu   sync.Mutex
-	lastErr error
-
-	// Test hooks, set before watching starts: onReload is called after every reload attempt,
-	// sighupReady is closed once the SIGHUP handler is installed.
-	onReload    func(error)
+	// sighupReady, a test hook set before watching starts, is closed once the SIGHUP handler
+	// is installed.
 	sighupReady chan struct{}
 }
 
@@ -46,6 +40,7 @@ func NewSource(fsys fs.FS, dir string) (*Source, error) {
 	if s.fsys == nil {
 		return nil, errors.New("task templates: neither a file system nor a directory given")
 	}
+	s.Value = filewatch.NewValue(func() (*Catalogue, error) { return Load(s.fsys) })
 	if err := s.Reload(); err != nil {
 		if dir != "" {
 			return nil, fmt.Errorf("task templates in %s: %w", dir, err)
@@ -53,34 +48,6 @@ func NewSource(fsys fs.FS, dir string) (*Source, error) {
 		return nil, err
 	}
 	return s, nil
-}
-
-// Current returns the catalogue loaded last; never nil.
-func (s *Source) Current() *Catalogue { return s.cur.Load() }
-
-// Err returns the error of the last reload attempt, nil if it succeeded.
-func (s *Source) Err() error {
-	s.errMu.Lock()
-	defer s.errMu.Unlock()
-	return s.lastErr
-}
-
-// Reload loads the catalogue again and, if that succeeds, makes it current. On error the
-// previous catalogue stays current.
-func (s *Source) Reload() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	c, err := Load(s.fsys)
-	if err == nil {
-		s.cur.Store(c)
-	}
-	s.errMu.Lock()
-	s.lastErr = err
-	s.errMu.Unlock()
-	if s.onReload != nil {
-		s.onReload(err)
-	}
-	return err
 }
 
 // reloadAndLog reloads and logs the outcome with the logger of ctx.

@@ -39,7 +39,7 @@ func testContext(t *testing.T) context.Context {
 // reloadRecorder collects the outcome of every reload attempt of a Source.
 func reloadRecorder(s *Source) <-chan error {
 	ch := make(chan error, 1000)
-	s.onReload = func(err error) { ch <- err }
+	s.OnReload = func(err error) { ch <- err }
 	return ch
 }
 

@@ -9,8 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 
 	"go.uber.org/zap"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -199,51 +197,19 @@ func ParseSubscriptions(b []byte, dir string, getenv func(string) (string, bool)
 type Source struct {
 	path   string
 	getenv func(string) (string, bool)
-	cur    atomic.Pointer[Subscriptions]
-	mu     sync.Mutex // serialises reloads
-
-	errMu   sync.Mutex
-	lastErr error
-
-	// onReload, a test hook set before watching starts, sees every reload attempt.
-	onReload func(error)
+	// Value holds the subscriptions in force (Current, Err, Reload).
+	*filewatch.Value[Subscriptions]
 }
 
 // NewSource loads the subscriptions file at path. An invalid file is an error; a missing one
 // is no subscriptions (it is picked up by Watch when it appears).
 func NewSource(path string) (*Source, error) {
 	s := &Source{path: path, getenv: os.LookupEnv}
+	s.Value = filewatch.NewValue(s.load)
 	if err := s.Reload(); err != nil {
 		return nil, err
 	}
 	return s, nil
-}
-
-// Current returns the subscriptions loaded last; never nil.
-func (s *Source) Current() *Subscriptions { return s.cur.Load() }
-
-// Err returns the error of the last reload attempt, nil if it succeeded.
-func (s *Source) Err() error {
-	s.errMu.Lock()
-	defer s.errMu.Unlock()
-	return s.lastErr
-}
-
-// Reload reads the file again and, if it is valid, makes it current.
-func (s *Source) Reload() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	subs, err := s.load()
-	if err == nil {
-		s.cur.Store(subs)
-	}
-	s.errMu.Lock()
-	s.lastErr = err
-	s.errMu.Unlock()
-	if s.onReload != nil {
-		s.onReload(err)
-	}
-	return err
 }
 
 func (s *Source) load() (*Subscriptions, error) {

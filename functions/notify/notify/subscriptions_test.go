@@ -13,6 +13,7 @@ import (
 	"knative.dev/pkg/logging"
 
 	"github.com/omnibuildplatform/omni-orchestrator/shared/events"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/filewatch"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
 )
 
@@ -147,7 +148,7 @@ const waitTimeout = 20 * time.Second
 func watch(t *testing.T, s *Source) <-chan error {
 	t.Helper()
 	reloads := make(chan error, 1000)
-	s.onReload = func(err error) { reloads <- err }
+	s.OnReload = func(err error) { reloads <- err }
 	ctx, cancel := context.WithCancel(logging.WithLogger(context.Background(), zaptest.NewLogger(t).Sugar()))
 	done := make(chan error, 1)
 	go func() { done <- s.Watch(ctx) }()
@@ -291,12 +292,13 @@ func TestNewSourceInvalid(t *testing.T) {
 
 func TestRelevant(t *testing.T) {
 	src := &Source{path: "/etc/omni/notify/subscriptions.yaml"}
+	src.Value = filewatch.NewValue(src.load)
 	subs, err := ParseSubscriptions([]byte("subscriptions: [{name: a, url: 'http://x', secret: s}]"), "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	subs.list[0].secretPath = "/etc/omni/notify-secrets/a"
-	src.cur.Store(subs)
+	src.Store(subs)
 	names := src.watched()
 	for path, want := range map[string]bool{
 		"/etc/omni/notify/subscriptions.yaml":   true,
