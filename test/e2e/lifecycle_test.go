@@ -80,8 +80,12 @@ func TestJobsRunOnTheirArch(t *testing.T) {
 			if err != nil || len(pods.Items) == 0 {
 				t.Fatalf("pods of %s: %v (%d)", j.ID, err, len(pods.Items))
 			}
-			if node := pods.Items[0].Spec.NodeName; !strings.Contains(node, "") || node == "" {
-				t.Errorf("pod not scheduled")
+			node, err := omni.Platform.Cluster(arch).Clientset().CoreV1().Nodes().Get(context.Background(), pods.Items[0].Spec.NodeName, metav1.GetOptions{})
+			if err != nil {
+				t.Fatalf("node of the pod %q: %v", pods.Items[0].Spec.NodeName, err)
+			}
+			if got := node.Labels["kubernetes.io/arch"]; got != jobs.KubeArch(arch) {
+				t.Errorf("pod ran on node %s of arch %q, want %q", node.Name, got, jobs.KubeArch(arch))
 			}
 		})
 	}
