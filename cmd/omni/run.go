@@ -7,7 +7,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/omnibuildplatform/omni-orchestrator/shared/allinone"
+	"github.com/omnibuildplatform/omni-orchestrator/local/allinone"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/runtime"
 )
 

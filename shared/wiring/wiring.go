@@ -54,7 +54,7 @@ type Env struct {
 	JobTTLSecondsAfterFinished int32 `envconfig:"OMNI_JOB_TTL_SECONDS_AFTER_FINISHED" default:"3600"`
 	// ResyncGrace is how old a job must be before resync may call its objects gone. Default 1m.
 	ResyncGrace time.Duration `envconfig:"OMNI_RESYNC_GRACE" default:"1m"`
-	// DataDir is the local all-in-one's data folder, set by shared/allinone and never read from
+	// DataDir is the local all-in-one's data folder, set by local/allinone and never read from
 	// the environment; empty in the cluster. Functions put local-mode defaults there.
 	DataDir string `ignored:"true"`
 }

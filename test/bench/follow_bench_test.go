@@ -18,9 +18,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/omnibuildplatform/omni-orchestrator/shared/allinone"
+	"github.com/omnibuildplatform/omni-orchestrator/local/allinone"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
-	"github.com/omnibuildplatform/omni-orchestrator/test/platform"
+	"github.com/omnibuildplatform/omni-orchestrator/local/platform"
 )
 
 // followRound is how many lines one iteration of BenchmarkFollow measures, one at a time.

@@ -26,7 +26,7 @@ import (
 	"github.com/omnibuildplatform/omni-orchestrator/shared/logs"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/sqlite"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/store"
-	"github.com/omnibuildplatform/omni-orchestrator/test/platform"
+	"github.com/omnibuildplatform/omni-orchestrator/local/platform"
 )
 
 // BenchmarkLogIngest: log-archive's ingest of one step's log (16 MiB, ~110k lines of build

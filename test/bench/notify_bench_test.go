@@ -19,7 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/omnibuildplatform/omni-orchestrator/functions/notify/notify"
-	"github.com/omnibuildplatform/omni-orchestrator/shared/allinone"
+	"github.com/omnibuildplatform/omni-orchestrator/local/allinone"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/events"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
 )

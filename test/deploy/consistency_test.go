@@ -32,7 +32,7 @@ import (
 	"github.com/omnibuildplatform/omni-orchestrator/config"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
-	"github.com/omnibuildplatform/omni-orchestrator/shared/router"
+	"github.com/omnibuildplatform/omni-orchestrator/local/router"
 )
 
 // knService is a Knative serving.knative.dev/v1 Service as far as config/ uses it (decoded
@@ -130,7 +130,7 @@ func TestConsistency(t *testing.T) {
 
 	t.Run("the local router loads config/", func(t *testing.T) {
 		if _, err := router.Load(config.FS); err != nil {
-			t.Errorf("shared/router cannot load the embedded config/ (what make run and the e2e tests deliver by): %v", err)
+			t.Errorf("local/router cannot load the embedded config/ (what make run and the e2e tests deliver by): %v", err)
 		}
 	})
 

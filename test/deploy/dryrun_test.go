@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/omnibuildplatform/omni-orchestrator/test/platform"
+	"github.com/omnibuildplatform/omni-orchestrator/local/platform"
 )
 
 // Versions of the CRDs the manifests are checked against: the Knative releases of go.mod's
@@ -108,7 +108,7 @@ func TestServerDryRun(t *testing.T) {
 
 // canaries are manifests with one misspelt field each, which the API server must refuse. (The
 // Trigger, Broker and PingSource CRDs keep unknown fields in their spec; those three kinds are
-// decoded strictly and validated by Knative's own code in shared/router, whose Load of config/
+// decoded strictly and validated by Knative's own code in local/router, whose Load of config/
 // TestConsistency runs.)
 var canaries = []struct{ name, field, doc string }{
 	{"knative-service", "containerConcurency", `

@@ -30,8 +30,8 @@ import (
 	"github.com/omnibuildplatform/omni-orchestrator/config"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/auth"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
-	"github.com/omnibuildplatform/omni-orchestrator/shared/router"
-	"github.com/omnibuildplatform/omni-orchestrator/test/platform"
+	"github.com/omnibuildplatform/omni-orchestrator/local/router"
+	"github.com/omnibuildplatform/omni-orchestrator/local/platform"
 )
 
 // rbacFunctions are the functions that talk to build clusters, each as its own ServiceAccount.

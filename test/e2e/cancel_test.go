@@ -10,7 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
-	"github.com/omnibuildplatform/omni-orchestrator/test/platform"
+	"github.com/omnibuildplatform/omni-orchestrator/local/platform"
 )
 
 // Cancelling a running job ends it cancelled, its pods go (once their logs are archived), and a

@@ -24,7 +24,7 @@ import (
 	"github.com/omnibuildplatform/omni-orchestrator/functions/status-sync/statussync"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/sqlite"
-	"github.com/omnibuildplatform/omni-orchestrator/test/platform"
+	"github.com/omnibuildplatform/omni-orchestrator/local/platform"
 )
 
 const jobIDLabel = "omni.openeuler.org/job-id"

@@ -18,7 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
-	"github.com/omnibuildplatform/omni-orchestrator/test/platform"
+	"github.com/omnibuildplatform/omni-orchestrator/local/platform"
 )
 
 // The log routes of the query function against the local clusters. kwok serves the file

@@ -19,7 +19,7 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 
-	"github.com/omnibuildplatform/omni-orchestrator/shared/allinone"
+	"github.com/omnibuildplatform/omni-orchestrator/local/allinone"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/auth"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/runtime"

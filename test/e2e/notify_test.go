@@ -26,8 +26,8 @@ import (
 	"github.com/omnibuildplatform/omni-orchestrator/config"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/events"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
-	"github.com/omnibuildplatform/omni-orchestrator/shared/router"
-	"github.com/omnibuildplatform/omni-orchestrator/test/platform"
+	"github.com/omnibuildplatform/omni-orchestrator/local/router"
+	"github.com/omnibuildplatform/omni-orchestrator/local/platform"
 )
 
 // The notify tests' service, secrets and subscription receiver. The subscription (in

@@ -14,7 +14,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/binding"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 
-	"github.com/omnibuildplatform/omni-orchestrator/shared/router"
+	"github.com/omnibuildplatform/omni-orchestrator/local/router"
 )
 
 // received is one request a sink got.

@@ -13,7 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/omnibuildplatform/omni-orchestrator/shared/router"
+	"github.com/omnibuildplatform/omni-orchestrator/local/router"
 )
 
 func triggerYAML(name, spec string) string {

@@ -13,7 +13,7 @@ import (
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/omnibuildplatform/omni-orchestrator/shared/router"
+	"github.com/omnibuildplatform/omni-orchestrator/local/router"
 )
 
 // project resolves the Services of the project's config/: status-sync and the dead-letter sink
