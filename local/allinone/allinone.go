@@ -32,11 +32,11 @@ import (
 
 	"github.com/omnibuildplatform/omni-orchestrator/config"
 	"github.com/omnibuildplatform/omni-orchestrator/functions/status-sync/statussync"
-	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
+	"github.com/omnibuildplatform/omni-orchestrator/local/platform"
 	"github.com/omnibuildplatform/omni-orchestrator/local/router"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/runtime"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/wiring"
-	"github.com/omnibuildplatform/omni-orchestrator/local/platform"
 )
 
 // Options configure an all-in-one run.

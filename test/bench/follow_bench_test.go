@@ -19,8 +19,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/omnibuildplatform/omni-orchestrator/local/allinone"
-	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
 	"github.com/omnibuildplatform/omni-orchestrator/local/platform"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
 )
 
 // followRound is how many lines one iteration of BenchmarkFollow measures, one at a time.

@@ -21,12 +21,12 @@ import (
 	"knative.dev/pkg/logging"
 
 	"github.com/omnibuildplatform/omni-orchestrator/functions/log-archive/logarchive"
+	"github.com/omnibuildplatform/omni-orchestrator/local/platform"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/logs"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/sqlite"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/store"
-	"github.com/omnibuildplatform/omni-orchestrator/local/platform"
 )
 
 // BenchmarkLogIngest: log-archive's ingest of one step's log (16 MiB, ~110k lines of build

@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/omnibuildplatform/omni-orchestrator/local/allinone"
-	"github.com/omnibuildplatform/omni-orchestrator/shared/runtime"
 	"github.com/omnibuildplatform/omni-orchestrator/local/platform"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/runtime"
 )
 
 // The all-in-one with its local clusters, started by the first benchmark that needs it.

@@ -30,9 +30,9 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/omnibuildplatform/omni-orchestrator/config"
+	"github.com/omnibuildplatform/omni-orchestrator/local/router"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
-	"github.com/omnibuildplatform/omni-orchestrator/local/router"
 )
 
 // knService is a Knative serving.knative.dev/v1 Service as far as config/ uses it (decoded

@@ -28,10 +28,10 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/omnibuildplatform/omni-orchestrator/config"
+	"github.com/omnibuildplatform/omni-orchestrator/local/platform"
+	"github.com/omnibuildplatform/omni-orchestrator/local/router"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/auth"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
-	"github.com/omnibuildplatform/omni-orchestrator/local/router"
-	"github.com/omnibuildplatform/omni-orchestrator/local/platform"
 )
 
 // rbacFunctions are the functions that talk to build clusters, each as its own ServiceAccount.

@@ -22,9 +22,9 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/omnibuildplatform/omni-orchestrator/functions/status-sync/statussync"
+	"github.com/omnibuildplatform/omni-orchestrator/local/platform"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/sqlite"
-	"github.com/omnibuildplatform/omni-orchestrator/local/platform"
 )
 
 const jobIDLabel = "omni.openeuler.org/job-id"

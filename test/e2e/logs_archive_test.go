@@ -18,10 +18,10 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/omnibuildplatform/omni-orchestrator/local/allinone"
+	"github.com/omnibuildplatform/omni-orchestrator/local/platform"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/store"
-	"github.com/omnibuildplatform/omni-orchestrator/local/platform"
 )
 
 // log-archive against the local clusters. kwok serves one file, Cluster.LogsFile, as the log

@@ -17,8 +17,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
 	"github.com/omnibuildplatform/omni-orchestrator/local/platform"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
 )
 
 // The log routes of the query function against the local clusters. kwok serves the file

@@ -24,10 +24,10 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/omnibuildplatform/omni-orchestrator/config"
+	"github.com/omnibuildplatform/omni-orchestrator/local/platform"
+	"github.com/omnibuildplatform/omni-orchestrator/local/router"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/events"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
-	"github.com/omnibuildplatform/omni-orchestrator/local/router"
-	"github.com/omnibuildplatform/omni-orchestrator/local/platform"
 )
 
 // The notify tests' service, secrets and subscription receiver. The subscription (in
