@@ -13,6 +13,7 @@ import (
 	"github.com/kelseyhightower/envconfig"
 
 	"github.com/omnibuildplatform/omni-orchestrator/shared/cassandra"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/store"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/sqlite"
 )
 
@@ -59,12 +60,8 @@ func runDB(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := envconfig.Process("omni", &env); err != nil {
 		return fmt.Errorf("db %s: %w", sub, err)
 	}
-	jobRetDefault, err := envDuration("OMNI_JOB_RETENTION", 0)
-	if err != nil {
-		return fmt.Errorf("db %s: %w", sub, err)
-	}
-	logRetDefault, err := envDuration("OMNI_LOG_RETENTION", 720*time.Hour)
-	if err != nil {
+	var ret store.RetentionEnv
+	if err := envconfig.Process("", &ret); err != nil {
 		return fmt.Errorf("db %s: %w", sub, err)
 	}
 	fs := flag.NewFlagSet("omni db "+sub, flag.ContinueOnError)
@@ -81,8 +78,8 @@ func runDB(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		consistency = fs.String("consistency", env.Consistency, "consistency level of the migration statements [OMNI_CASSANDRA_CONSISTENCY]")
 		localDC     = fs.String("local-dc", env.LocalDC, "preferred Cassandra data centre [OMNI_CASSANDRA_LOCAL_DC]")
 		timeout     = fs.Duration("timeout", env.Timeout, "timeout of one Cassandra request [OMNI_CASSANDRA_TIMEOUT]")
-		jobRet      = fs.Duration("job-retention", jobRetDefault, "Cassandra: how long jobs are kept after their last change; 0 keeps them for ever [OMNI_JOB_RETENTION]")
-		logRet      = fs.Duration("log-retention", logRetDefault, "Cassandra: how long logs are kept; 0 keeps them for ever [OMNI_LOG_RETENTION]")
+		jobRet      = fs.Duration("job-retention", ret.JobRetention, "Cassandra: how long jobs are kept after their last change; 0 keeps them for ever [OMNI_JOB_RETENTION]")
+		logRet      = fs.Duration("log-retention", ret.LogRetention, "Cassandra: how long logs are kept; 0 keeps them for ever [OMNI_LOG_RETENTION]")
 	)
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -183,18 +180,6 @@ func splitHosts(s string) []string {
 	return out
 }
 
-// envDuration reads a duration from the environment variable name, or def when it is unset.
-func envDuration(name string, def time.Duration) (time.Duration, error) {
-	v, ok := os.LookupEnv(name)
-	if !ok || v == "" {
-		return def, nil
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil || d < 0 {
-		return 0, fmt.Errorf("%s=%q: want a duration such as 720h, or 0 to keep for ever", name, v)
-	}
-	return d, nil
-}
 
 func retention(d time.Duration) string {
 	if d <= 0 {

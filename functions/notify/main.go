@@ -1,6 +1,6 @@
-// Command notify is the notify function of omni-orchestrator (one Knative Service). It reads its
-// settings from the environment (functions/notify/notify.Env, shared/runtime.Env); it needs
-// neither the store nor the build clusters.
+// Command notify is the notify function of omni-orchestrator (one Knative Service): it delivers
+// job events to callbacks and subscribed webhooks, signed. Its settings are the fields of
+// settings (docs/configuration.md).
 package main
 
 import (
@@ -10,12 +10,18 @@ import (
 	"github.com/omnibuildplatform/omni-orchestrator/shared/runtime"
 )
 
+// settings are what notify reads from its environment.
+type settings struct {
+	runtime.Env
+	notify.Settings
+}
+
 func main() { runtime.Main(notify.Name, build) }
 
-func build(ctx context.Context) (*runtime.Function, error) {
-	env, err := notify.ReadEnv()
+func build(ctx context.Context, s *settings) (*runtime.Function, error) {
+	h, err := notify.New(ctx, s.Settings)
 	if err != nil {
 		return nil, err
 	}
-	return notify.New(ctx, env)
+	return h.Function(), nil
 }

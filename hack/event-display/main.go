@@ -23,13 +23,13 @@ import (
 // maxData bounds the logged data of one event (the Broker bounds what it sends anyway).
 const maxData = 64 << 10
 
+// settings are what event-display reads from its environment: the runtime's only.
+type settings struct{ runtime.Env }
+
 func main() { runtime.Main("event-display", build) }
 
-func build(ctx context.Context) (*runtime.Function, error) {
-	h, err := runtime.CloudEvents(ctx, display)
-	if err != nil {
-		return nil, err
-	}
+func build(_ context.Context, _ *settings) (*runtime.Function, error) {
+	h := runtime.CloudEvents(display)
 	return &runtime.Function{
 		Name:   "event-display",
 		Routes: func(mux *http.ServeMux) { mux.Handle("POST /{$}", h) },

@@ -34,9 +34,10 @@ import (
 	"github.com/omnibuildplatform/omni-orchestrator/functions/status-sync/statussync"
 	"github.com/omnibuildplatform/omni-orchestrator/local/platform"
 	"github.com/omnibuildplatform/omni-orchestrator/local/router"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/cassandra"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/runtime"
-	"github.com/omnibuildplatform/omni-orchestrator/shared/wiring"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/sqlite"
 )
 
 // Options configure an all-in-one run.
@@ -69,9 +70,11 @@ type Main struct {
 	URL string
 	// User and Password are the admin credentials of the local mode.
 	User, Password string
-	Env            wiring.Env
-	Deps           *wiring.Deps
-	Router         *router.Router
+	// Deps are the pieces every function was given.
+	Deps *Deps
+	// ClustersDir is the folder of the per-arch cluster configs in use.
+	ClustersDir string
+	Router      *router.Router
 	// Platform is the local clusters (nil when ClustersDir named real ones).
 	Platform *platform.Platform
 	// StatusSync is the status-sync handler (tests call Resync on it).
@@ -127,14 +130,15 @@ func Start(ctx context.Context, opts Options) (_ *Main, err error) {
 	m.URL = "http://" + ln.Addr().String()
 	sink := m.URL + "/broker/omni/default"
 
-	if m.Env, err = localEnv(dataDir, sink); err != nil {
+	s, err := localSettings(dataDir, sink)
+	if err != nil {
 		return nil, err
 	}
-	if m.User, m.Password, err = localCredentials(dataDir, &m.Env); err != nil {
+	if m.User, m.Password, err = localCredentials(dataDir, &s.UsersEnv); err != nil {
 		return nil, err
 	}
 	if opts.ClustersDir != "" {
-		m.Env.ClustersDir = opts.ClustersDir
+		s.ClustersDir = opts.ClustersDir
 	} else if _, set := os.LookupEnv("OMNI_CLUSTERS_DIR"); !set {
 		po := opts.Platform
 		po.Sink = sink
@@ -148,38 +152,27 @@ func Start(ctx context.Context, opts Options) (_ *Main, err error) {
 		if m.Platform, err = platform.Start(ctx, po); err != nil {
 			return nil, fmt.Errorf("start local clusters: %w", err)
 		}
-		m.Env.ClustersDir = filepath.Join(dataDir, "clusters")
-		if err := writeClusterConfigs(m.Env.ClustersDir, m.Platform); err != nil {
+		s.ClustersDir = filepath.Join(dataDir, "clusters")
+		if err := writeClusterConfigs(s.ClustersDir, m.Platform); err != nil {
 			return nil, err
 		}
 	}
 
-	if m.Deps, err = m.Env.Build(runCtx); err != nil {
+	m.ClustersDir = s.ClustersDir
+	if m.Deps, err = buildDeps(runCtx, s); err != nil {
+		return nil, err
+	}
+	fns, err := m.functions(runCtx, s, m.Deps, dataDir)
+	if err != nil {
 		return nil, err
 	}
 	var public []*runtime.Function
 	handlers := map[string]http.Handler{"omni-dead-letter": http.HandlerFunc(m.serveDeadLetter)}
-	for _, name := range sortedNames(httpFunctions) {
-		fn, err := httpFunctions[name](runCtx, m.Env, m.Deps)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
+	for _, f := range fns {
+		if f.public {
+			public = append(public, f.fn)
 		}
-		public = append(public, fn)
-		handlers[name] = tap(name, fn.Handler(runCtx), opts.Tap)
-	}
-	m.StatusSync = &statussync.Handler{Store: m.Deps.Store, Observer: statussync.KubeObserver{Clusters: m.Deps.Clusters},
-		Emitter: m.Deps.Emitter, Grace: m.Env.ResyncGrace}
-	statusFn, err := statussync.NewFunctionFor(runCtx, m.StatusSync, m.Deps)
-	if err != nil {
-		return nil, err
-	}
-	handlers[statussync.Name] = tap(statussync.Name, statusFn.Handler(runCtx), opts.Tap)
-	for _, name := range sortedNames(eventFunctions) {
-		fn, err := eventFunctions[name](runCtx, m.Env, m.Deps)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
-		}
-		handlers[name] = tap(name, fn.Handler(runCtx), opts.Tap)
+		handlers[f.name] = tap(f.name, f.fn.Handler(runCtx), opts.Tap)
 	}
 
 	cfg, err := router.Load(config.FS)
@@ -254,8 +247,7 @@ func (m *Main) DeadLetters() []event.Event {
 }
 
 func (m *Main) serveDeadLetter(w http.ResponseWriter, r *http.Request) {
-	h, _ := runtime.CloudEvents(r.Context(), m.receiveDeadLetter)
-	h.ServeHTTP(w, r)
+	runtime.CloudEvents(m.receiveDeadLetter).ServeHTTP(w, r)
 }
 
 // receiveDeadLetter keeps an event the Broker gave up on, as event_display logs it in the cluster.
@@ -268,29 +260,63 @@ func (m *Main) receiveDeadLetter(ctx context.Context, e event.Event) (*event.Eve
 	return nil, nil
 }
 
-// localEnv reads the functions' environment, filling what is unset with the local mode's values.
-func localEnv(dataDir, sink string) (wiring.Env, error) {
-	var env wiring.Env
-	if err := envconfig.Process("", &env); err != nil {
-		return env, fmt.Errorf("read environment: %w", err)
+// localSettings reads the functions' settings from the environment, filling what is unset with
+// the local mode's values.
+func localSettings(dataDir, sink string) (*settings, error) {
+	var s settings
+	if err := envconfig.Process("", &s); err != nil {
+		return nil, fmt.Errorf("read environment: %w", err)
 	}
-	env.DataDir = dataDir
 	key, err := persistentKey(filepath.Join(dataDir, "page-token.key"))
 	if err != nil {
-		return env, err
+		return nil, err
 	}
 	for name, set := range map[string]func(){
-		"OMNI_STORE":          func() { env.Store = "sqlite:" + filepath.Join(dataDir, "omni.db") },
-		"OMNI_HTPASSWD":       func() { env.Htpasswd = filepath.Join(dataDir, "htpasswd") },
-		"OMNI_USERS":          func() { env.Users = filepath.Join(dataDir, "users.yaml") },
-		"K_SINK":              func() { env.Sink = sink },
-		"OMNI_PAGE_TOKEN_KEY": func() { env.PageTokenKey = key },
+		"OMNI_STORE":          func() { s.Store = "sqlite:" + filepath.Join(dataDir, "omni.db") },
+		"OMNI_HTPASSWD":       func() { s.Htpasswd = filepath.Join(dataDir, "htpasswd") },
+		"OMNI_USERS":          func() { s.Users = filepath.Join(dataDir, "users.yaml") },
+		"K_SINK":              func() { s.Sink = sink },
+		"OMNI_PAGE_TOKEN_KEY": func() { s.PageTokenKey = key },
 	} {
 		if _, ok := os.LookupEnv(name); !ok {
 			set()
 		}
 	}
-	return env, nil
+	return &s, nil
+}
+
+// buildDeps builds the pieces every function shares, once.
+func buildDeps(ctx context.Context, s *settings) (_ *Deps, err error) {
+	var d Deps
+	if d.Catalogue, err = s.TemplatesEnv.Catalogue(ctx); err != nil {
+		return nil, err
+	}
+	if d.Users, err = s.UsersEnv.Load(ctx); err != nil {
+		return nil, err
+	}
+	if d.Emitter, err = s.SinkEnv.Emitter(ctx); err != nil {
+		return nil, err
+	}
+	if d.Clusters, err = s.ClustersEnv.Load(); err != nil {
+		return nil, err
+	}
+	kind, path, _ := strings.Cut(s.Store, ":")
+	switch kind {
+	case "sqlite":
+		db, err := sqlite.Open(ctx, strings.TrimPrefix(path, "//"))
+		if err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+		go purge(ctx, db, s.RetentionEnv, s.PurgeInterval)
+		d.Store = db
+	case "cassandra":
+		if d.Store, err = (cassandra.StoreEnv{Store: s.Store, Username: s.CassandraUsername, Password: s.CassandraPassword}).Open(ctx); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("OMNI_STORE %q: want sqlite:<path> or cassandra://hosts/keyspace", s.Store)
+	}
+	return &d, nil
 }
 
 func persistentKey(path string) (string, error) {

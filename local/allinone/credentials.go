@@ -10,7 +10,6 @@ import (
 	"strings"
 
 	"github.com/omnibuildplatform/omni-orchestrator/shared/auth"
-	"github.com/omnibuildplatform/omni-orchestrator/shared/wiring"
 )
 
 // LocalUser is the admin user the local mode creates on first start.
@@ -19,7 +18,7 @@ const LocalUser = "admin"
 // localCredentials makes sure env's htpasswd and users files exist. On first start it creates an
 // admin of every service with a random password, kept in <data>/credentials so that later runs
 // print it again. Files that exist are left alone (add users to them freely).
-func localCredentials(dataDir string, env *wiring.Env) (user, password string, err error) {
+func localCredentials(dataDir string, env *auth.UsersEnv) (user, password string, err error) {
 	credPath := filepath.Join(dataDir, "credentials")
 	if b, err := os.ReadFile(credPath); err == nil {
 		user, password, _ = strings.Cut(strings.TrimSpace(string(b)), ":")

@@ -48,6 +48,8 @@ func Status(err error) int {
 		return http.StatusForbidden
 	case errors.Is(err, jobs.ErrExists), errors.Is(err, jobs.ErrConflict):
 		return http.StatusConflict
+	case errors.Is(err, jobs.ErrTooMany):
+		return http.StatusTooManyRequests
 	case errors.Is(err, jobs.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
 		return http.StatusServiceUnavailable
 	}

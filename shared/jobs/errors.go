@@ -17,6 +17,8 @@ var (
 	ErrUnavailable = errors.New("unavailable")
 	// ErrForbidden: authenticated, but the role does not allow the action.
 	ErrForbidden = errors.New("forbidden")
+	// ErrTooMany: a limit (concurrent streams, failed logins, pushed log bytes) is reached; retry later.
+	ErrTooMany = errors.New("too many requests")
 )
 
 // InvalidError is bad input; Field names the offending field (JSON pointer or parameter name).

@@ -25,7 +25,9 @@ import (
 	"github.com/omnibuildplatform/omni-orchestrator/shared/version"
 )
 
-// Env is the configuration every function reads from its environment.
+// Env is the base of every function's settings: each function binary declares its own settings
+// struct that embeds Env (and the settings of the shared pieces it uses), as knative.dev/eventing's
+// adapters embed their EnvConfig. Main reads the whole struct from the environment.
 type Env struct {
 	// Port is the HTTP port; Knative sets PORT. Default 8080.
 	Port int `envconfig:"PORT" default:"8080"`
@@ -33,6 +35,15 @@ type Env struct {
 	LogLevel string `envconfig:"OMNI_LOG_LEVEL" default:"info"`
 	// DrainTimeout bounds how long in-flight requests may run after SIGTERM. Default 30s.
 	DrainTimeout time.Duration `envconfig:"OMNI_DRAIN_TIMEOUT" default:"30s"`
+}
+
+// base returns e; through embedding, every settings struct of a function has it.
+func (e *Env) base() *Env { return e }
+
+// Settings is a pointer to a function's settings struct, which embeds Env.
+type Settings[S any] interface {
+	*S
+	base() *Env
 }
 
 // Check is a named readiness check.
@@ -58,20 +69,25 @@ func (fn *Function) Handler(ctx context.Context) http.Handler {
 	return instrument(logging.FromContext(ctx), mux)
 }
 
-// Main runs one function binary: main() { runtime.Main("submit", build) }. It exits non-zero
-// when build or the server fails.
-func Main(name string, build func(ctx context.Context) (*Function, error)) {
+// Main runs one function binary: it reads the function's settings S (a struct embedding Env) from
+// the environment, builds the logger, calls build and serves what it returns until SIGTERM. It
+// exits non-zero when reading the settings, build or the server fails:
+//
+//	func main() { runtime.Main(statussync.Name, build) }
+//	func build(ctx context.Context, s *settings) (*runtime.Function, error) { … }
+func Main[S any, P Settings[S]](name string, build func(ctx context.Context, s P) (*Function, error)) {
 	if err := run(name, build); err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
 		os.Exit(1)
 	}
 }
 
-func run(name string, build func(ctx context.Context) (*Function, error)) error {
-	var env Env
-	if err := envconfig.Process("", &env); err != nil {
+func run[S any, P Settings[S]](name string, build func(ctx context.Context, s P) (*Function, error)) error {
+	s := P(new(S))
+	if err := envconfig.Process("", s); err != nil {
 		return fmt.Errorf("read environment: %w", err)
 	}
+	env := s.base()
 	logger, err := NewLogger(env.LogLevel)
 	if err != nil {
 		return err
@@ -79,7 +95,7 @@ func run(name string, build func(ctx context.Context) (*Function, error)) error 
 	defer func() { _ = logger.Sync() }()
 	logger.Infow("starting", "function", name, "version", version.Version, "commit", version.Commit)
 	ctx := logging.WithLogger(signals.NewContext(), logger.Named(name))
-	fn, err := build(ctx)
+	fn, err := build(ctx, s)
 	if err != nil {
 		return fmt.Errorf("start: %w", err)
 	}

@@ -78,7 +78,7 @@ func BenchmarkColdStart(b *testing.B) {
 	if err := buildBinaries(binDir, names); err != nil {
 		b.Fatal(err)
 	}
-	env, err := functionEnv(dir, m.Env.ClustersDir, m.URL+"/broker/omni/default")
+	env, err := functionEnv(dir, m.ClustersDir, m.URL+"/broker/omni/default")
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -81,7 +81,7 @@ func BenchmarkSubmit(b *testing.B) {
 	}
 	render := func(n int) ([][]*unstructured.Unstructured, error) {
 		cat := m.Deps.Catalogue.Current()
-		ttl := m.Env.JobTTLSecondsAfterFinished
+		ttl := int32(3600)
 		out := make([][]*unstructured.Unstructured, n)
 		for i := range out {
 			var err error

@@ -72,7 +72,7 @@ func laArchived(t *testing.T, id, step string) []byte {
 	t.Helper()
 	var b bytes.Buffer
 	for after := int64(0); ; {
-		cs, err := omni.Deps.Logs.LogChunks(context.Background(), id, step, store.LogSourceArchive, after, 50)
+		cs, err := omni.Deps.Store.LogChunks(context.Background(), id, step, store.LogSourceArchive, after, 50)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -92,7 +92,7 @@ func laArchived(t *testing.T, id, step string) []byte {
 // laLogSteps returns the archive state of each step of job id.
 func laLogSteps(t *testing.T, id string) map[string]store.LogStep {
 	t.Helper()
-	ss, err := omni.Deps.Logs.LogSteps(context.Background(), id)
+	ss, err := omni.Deps.Store.LogSteps(context.Background(), id)
 	if err != nil {
 		t.Fatal(err)
 	}

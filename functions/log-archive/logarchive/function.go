@@ -17,7 +17,6 @@ import (
 
 	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/runtime"
-	"github.com/omnibuildplatform/omni-orchestrator/shared/wiring"
 )
 
 var (
@@ -37,23 +36,27 @@ var (
 
 func init() { prometheus.MustRegister(archivedBytes, archivedLines, archivedSteps, pushedLines) }
 
-// NewFunction builds the log-archive function: POST / takes job.changed of ended jobs and
-// logs.appended from the Broker.
-func NewFunction(ctx context.Context, _ wiring.Env, d *wiring.Deps) (*runtime.Function, error) {
-	return NewFunctionFor(ctx, &Handler{Logs: d.Logs, Jobs: d.Store, Clusters: KubeClusters{d.Clusters}}, d)
+// Deps are what log-archive uses.
+type Deps struct {
+	Logs     Store
+	Jobs     Jobs
+	Clusters Clusters
 }
 
-// NewFunctionFor builds the log-archive function around h.
-func NewFunctionFor(ctx context.Context, h *Handler, d *wiring.Deps) (*runtime.Function, error) {
-	ce, err := runtime.CloudEvents(ctx, h.Receive)
-	if err != nil {
-		return nil, err
-	}
+// New builds the log-archive handler.
+func New(d Deps) *Handler {
+	return &Handler{Logs: d.Logs, Jobs: d.Jobs, Clusters: d.Clusters}
+}
+
+// Function serves h: POST / takes job.changed of ended jobs and logs.appended from the Broker;
+// checks are its readiness checks.
+func (h *Handler) Function(checks ...runtime.Check) *runtime.Function {
+	ce := runtime.CloudEvents(h.Receive)
 	return &runtime.Function{
 		Name:   Name,
 		Routes: func(mux *http.ServeMux) { mux.Handle("POST /{$}", ce) },
-		Checks: []runtime.Check{{Name: "store", Func: d.Store.Ping}},
-	}, nil
+		Checks: checks,
+	}
 }
 
 // KubeClusters are the configured build clusters, as log-archive uses them.

@@ -22,21 +22,18 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/cloudevents/sdk-go/v2/protocol"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
-	"github.com/kelseyhightower/envconfig"
 	"github.com/prometheus/client_golang/prometheus"
 	"knative.dev/pkg/logging"
 
 	"github.com/omnibuildplatform/omni-orchestrator/shared/events"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/runtime"
-	"github.com/omnibuildplatform/omni-orchestrator/shared/wiring"
 )
 
 // Name is the function's name (its Knative Service, the subscriber of Trigger notify).
 const Name = "notify"
 
-// Env is the notify function's own configuration (besides shared/runtime.Env). Each field names
-// its variable and default.
-type Env struct {
+// Settings are the notify function's own settings. Each field names its variable and default.
+type Settings struct {
 	// Subscriptions is the subscriptions file (in the cluster: a key of the mounted ConfigMap
 	// omni-notify-subscriptions), reloaded when it changes; a missing file means none.
 	// Default /etc/omni/notify/subscriptions.yaml; the all-in-one: <data dir>/subscriptions.yaml.
@@ -55,15 +52,6 @@ type Env struct {
 	RememberFor time.Duration `envconfig:"OMNI_NOTIFY_REMEMBER_FOR" default:"10m"`
 	// RememberMax bounds the remembered deliveries (least recently used go first). Default 10000.
 	RememberMax int `envconfig:"OMNI_NOTIFY_REMEMBER_MAX" default:"10000"`
-}
-
-// ReadEnv reads Env from the environment.
-func ReadEnv() (Env, error) {
-	var env Env
-	if err := envconfig.Process("", &env); err != nil {
-		return env, fmt.Errorf("read environment: %w", err)
-	}
-	return env, nil
 }
 
 // Doer sends one HTTP request (an *http.Client).
@@ -87,9 +75,6 @@ type Handler struct {
 	// Parallel bounds the deliveries of one event at once. Default 16.
 	Parallel int
 }
-
-// maxEventBytes bounds the body of an incoming event (the Broker's own limit is similar).
-const maxEventBytes = 4 << 20
 
 // receiver is one destination of one event.
 type receiver struct {
@@ -296,33 +281,9 @@ func (h *Handler) deliver(ctx context.Context, e event.Event, r *receiver) error
 	return nil
 }
 
-// ServeHTTP takes one event (binary or structured mode) and answers with Receive's result:
-// the status code, and its message as a text body, which the Broker keeps in the dead letter's
-// knativeerrordata. (Not sdk-go's receive handler: it may run a request's event under another
-// concurrent request's context, whose end would cancel this event's deliveries.)
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, maxEventBytes)
-	m := cehttp.NewMessageFromHttpRequest(r)
-	defer m.Finish(nil)
-	var res protocol.Result
-	if e, err := binding.ToEvent(r.Context(), m); err != nil {
-		res = cehttp.NewResult(http.StatusBadRequest, "notify: not a CloudEvent: %v", err)
-	} else {
-		res = h.Receive(r.Context(), *e)
-	}
-	code, msg := http.StatusOK, ""
-	var hr *cehttp.Result
-	switch {
-	case protocol.ResultAs(res, &hr):
-		code, msg = hr.StatusCode, fmt.Sprintf(hr.Format, hr.Args...)
-	case !protocol.IsACK(res):
-		code, msg = http.StatusInternalServerError, res.Error()
-	}
-	if msg != "" {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	}
-	w.WriteHeader(code)
-	_, _ = io.WriteString(w, msg)
+// Event is Receive in the shape of runtime.EventFunc (notify replies no event).
+func (h *Handler) Event(ctx context.Context, e event.Event) (*event.Event, protocol.Result) {
+	return nil, h.Receive(ctx, e)
 }
 
 // Clients returns the HTTP clients of the deliveries: to callbacks (direct, never through a
@@ -360,42 +321,37 @@ func registerMetrics() {
 
 func init() { registerMetrics() }
 
-// NewFunction builds the notify function (the shape every function's constructor has; notify
-// uses neither the store nor the clusters): it reads Env from the environment and calls New.
-func NewFunction(ctx context.Context, _ wiring.Env, _ *wiring.Deps) (*runtime.Function, error) {
-	env, err := ReadEnv()
-	if err != nil {
-		return nil, err
-	}
-	return New(ctx, env)
-}
-
-// New builds the notify function from env: POST / takes job events from the Broker. The
-// subscriptions file is watched until ctx is done.
-func New(ctx context.Context, env Env) (*runtime.Function, error) {
-	src, err := NewSource(env.Subscriptions)
+// New builds the notify handler from s: its subscriptions file is watched until ctx is done.
+func New(ctx context.Context, s Settings) (*Handler, error) {
+	src, err := NewSource(s.Subscriptions)
 	if err != nil {
 		return nil, err
 	}
 	go func() { _ = src.Watch(ctx) }()
-	deny, err := ParseNetworks(env.CallbackDeny)
+	deny, err := ParseNetworks(s.CallbackDeny)
 	if err != nil {
 		return nil, fmt.Errorf("OMNI_NOTIFY_CALLBACK_DENY: %w", err)
 	}
 	callbacks, webhooks := Clients(deny)
-	h := &Handler{
-		Subscriptions:  src.Current,
-		CallbackSecret: []byte(env.CallbackSecret),
-		Callbacks:      callbacks,
-		Webhooks:       webhooks,
-		Timeout:        env.Timeout,
-		Memory:         NewMemory(env.RememberFor, env.RememberMax),
-	}
-	if env.CallbackSecret == "" {
+	if s.CallbackSecret == "" {
 		logging.FromContext(ctx).Info("OMNI_NOTIFY_CALLBACK_SECRET is not set: deliveries to callback URLs are not signed")
 	}
+	return &Handler{
+		Subscriptions:  src.Current,
+		CallbackSecret: []byte(s.CallbackSecret),
+		Callbacks:      callbacks,
+		Webhooks:       webhooks,
+		Timeout:        s.Timeout,
+		Memory:         NewMemory(s.RememberFor, s.RememberMax),
+	}, nil
+}
+
+// Function serves h: POST / takes job events from the Broker; checks are its readiness checks.
+func (h *Handler) Function(checks ...runtime.Check) *runtime.Function {
+	ce := runtime.CloudEvents(h.Event)
 	return &runtime.Function{
 		Name:   Name,
-		Routes: func(mux *http.ServeMux) { mux.Handle("POST /{$}", h) },
-	}, nil
+		Routes: func(mux *http.ServeMux) { mux.Handle("POST /{$}", ce) },
+		Checks: checks,
+	}
 }

@@ -22,6 +22,7 @@ import (
 	"knative.dev/pkg/logging"
 
 	"github.com/omnibuildplatform/omni-orchestrator/shared/events"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/runtime"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
 )
 
@@ -365,7 +366,7 @@ func TestUndeliverableCallback(t *testing.T) {
 func TestServeHTTP(t *testing.T) {
 	down := newHook(t, http.StatusServiceUnavailable)
 	h := newHandler(nil, nil)
-	srv := httptest.NewServer(h)
+	srv := httptest.NewServer(runtime.CloudEvents(h.Event))
 	t.Cleanup(srv.Close)
 	for name, c := range map[string]struct {
 		callback   string

@@ -4,11 +4,15 @@ package query
 
 import (
 	"context"
+	"crypto/rand"
 	_ "embed"
+	"encoding/base64"
 	"fmt"
 	"net/http"
 	"strconv"
 	"time"
+
+	"knative.dev/pkg/logging"
 
 	"github.com/omnibuildplatform/omni-orchestrator/shared/auth"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/httpapi"
@@ -16,7 +20,6 @@ import (
 	"github.com/omnibuildplatform/omni-orchestrator/shared/manifest"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/runtime"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/store"
-	"github.com/omnibuildplatform/omni-orchestrator/shared/wiring"
 )
 
 // Store is what query needs of the job store.
@@ -39,6 +42,8 @@ type Handler struct {
 	Tokens *Tokens
 	// Logs serves the log routes (none when nil).
 	Logs *LogHandler
+	// authn wraps the /v1 routes in authentication (New sets it).
+	authn func(http.Handler) http.Handler
 }
 
 // Name is the function's name.
@@ -69,15 +74,63 @@ func (h *Handler) Routes(mux *http.ServeMux, authn func(http.Handler) http.Handl
 	})
 }
 
-// NewFunction builds the query function.
-func NewFunction(ctx context.Context, env wiring.Env, d *wiring.Deps) (*runtime.Function, error) {
-	h := &Handler{Store: d.Store, Catalogue: func() Catalogue { return d.Catalogue.Current() }, Tokens: NewTokens(d.TokenKey)}
-	h.Logs = &LogHandler{Jobs: d.Store, Store: d.Logs, Live: KubeLogs{Clusters: d.Clusters}, Tokens: h.Tokens, Stop: ctx.Done()}
+// Settings are query's own settings (its binary adds the store's, the clusters', the job
+// types' and the users').
+type Settings struct {
+	// PageTokenKey signs page tokens and log cursors (base64, ≥ 32 bytes); every replica must
+	// share it. Empty (the default) makes a random key: tokens then only work on the replica
+	// that made them.
+	PageTokenKey string `envconfig:"OMNI_PAGE_TOKEN_KEY"`
+}
+
+// TokenKey returns the page token key s names, or a random one (with a warning) when unset.
+func (s Settings) TokenKey(ctx context.Context) ([]byte, error) {
+	if s.PageTokenKey == "" {
+		logging.FromContext(ctx).Warn("OMNI_PAGE_TOKEN_KEY is not set: page tokens are valid on this replica only")
+		k := make([]byte, 32)
+		_, _ = rand.Read(k)
+		return k, nil
+	}
+	k, err := base64.StdEncoding.DecodeString(s.PageTokenKey)
+	if err != nil || len(k) < 32 {
+		return nil, fmt.Errorf("OMNI_PAGE_TOKEN_KEY: want base64 of at least 32 bytes")
+	}
+	return k, nil
+}
+
+// Deps are what query uses.
+type Deps struct {
+	Store     Store
+	Logs      LogStore
+	Catalogue func() Catalogue
+	// Live reads the logs of running steps from their cluster.
+	Live LiveLogs
+	// Authn wraps the /v1 routes in authentication.
+	Authn func(http.Handler) http.Handler
+}
+
+// New builds the query handler; its log follows end when ctx does.
+func New(ctx context.Context, s Settings, d Deps) (*Handler, error) {
+	key, err := s.TokenKey(ctx)
+	if err != nil {
+		return nil, err
+	}
+	h := &Handler{Store: d.Store, Catalogue: d.Catalogue, Tokens: NewTokens(key), authn: d.Authn}
+	h.Logs = &LogHandler{Jobs: d.Store, Store: d.Logs, Live: d.Live, Tokens: h.Tokens, Stop: ctx.Done()}
+	return h, nil
+}
+
+// Function serves h's routes; checks are its readiness checks.
+func (h *Handler) Function(checks ...runtime.Check) *runtime.Function {
+	authn := h.authn
+	if authn == nil {
+		authn = func(next http.Handler) http.Handler { return next }
+	}
 	return &runtime.Function{
 		Name:   Name,
-		Routes: func(mux *http.ServeMux) { h.Routes(mux, d.Auth.Middleware) },
-		Checks: []runtime.Check{{Name: "store", Func: d.Store.Ping}},
-	}, nil
+		Routes: func(mux *http.ServeMux) { h.Routes(mux, authn) },
+		Checks: checks,
+	}
 }
 
 // Get returns job id if p may see it; otherwise jobs.ErrNotFound, as if it did not exist.

@@ -21,7 +21,6 @@ import (
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/runtime"
-	"github.com/omnibuildplatform/omni-orchestrator/shared/wiring"
 )
 
 // Name is the function's name, used as the source of the events it emits.
@@ -247,26 +246,37 @@ func (k KubeObserver) Observe(ctx context.Context, cluster, jobID string) (kube.
 	return c.Observe(ctx, jobID)
 }
 
-// NewFunction builds the status-sync function: POST / takes ApiServerSource events (from the
-// Broker), POST /resync takes the PingSource's ticks.
-func NewFunction(ctx context.Context, env wiring.Env, d *wiring.Deps) (*runtime.Function, error) {
-	return NewFunctionFor(ctx, &Handler{Store: d.Store, Observer: KubeObserver{d.Clusters}, Emitter: d.Emitter, Grace: env.ResyncGrace}, d)
+// Settings are status-sync's own settings (its binary adds the store's, the clusters' and the
+// Broker sender's).
+type Settings struct {
+	// ResyncGrace is how old a job must be before resync may call its objects gone. Default 1m.
+	ResyncGrace time.Duration `envconfig:"OMNI_RESYNC_GRACE" default:"1m"`
 }
 
-// NewFunctionFor builds the status-sync function around h.
-func NewFunctionFor(ctx context.Context, h *Handler, d *wiring.Deps) (*runtime.Function, error) {
-	ce, err := runtime.CloudEvents(ctx, h.Receive)
-	if err != nil {
-		return nil, err
-	}
+// Deps are what status-sync uses.
+type Deps struct {
+	Store    Store
+	Observer Observer
+	Emitter  Emitter
+}
+
+// New builds the status-sync handler.
+func New(s Settings, d Deps) *Handler {
+	return &Handler{Store: d.Store, Observer: d.Observer, Emitter: d.Emitter, Grace: s.ResyncGrace}
+}
+
+// Function serves h: POST / takes ApiServerSource events (from the Broker), POST /resync takes
+// the PingSource's ticks; checks are its readiness checks.
+func (h *Handler) Function(checks ...runtime.Check) *runtime.Function {
+	ce := runtime.CloudEvents(h.Receive)
 	return &runtime.Function{
 		Name: Name,
 		Routes: func(mux *http.ServeMux) {
 			mux.Handle("POST /{$}", ce)
 			mux.HandleFunc("POST /resync", h.serveResync)
 		},
-		Checks: []runtime.Check{{Name: "store", Func: d.Store.Ping}},
-	}, nil
+		Checks: checks,
+	}
 }
 
 func (h *Handler) serveResync(w http.ResponseWriter, r *http.Request) {

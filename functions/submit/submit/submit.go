@@ -24,7 +24,6 @@ import (
 	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/manifest"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/runtime"
-	"github.com/omnibuildplatform/omni-orchestrator/shared/wiring"
 )
 
 // Name is the function's name, the source of the events it emits.
@@ -90,6 +89,8 @@ type Handler struct {
 	// TTLSecondsAfterFinished is set on every Kubernetes Job (nil: the template's default).
 	TTLSecondsAfterFinished *int32
 	Now                     func() time.Time
+	// authn wraps the /v1 routes in authentication (New sets it).
+	authn func(http.Handler) http.Handler
 }
 
 func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request) {
@@ -300,24 +301,56 @@ func (k KubePlacer) Place(ctx context.Context, arch string) (Target, error) {
 	return c, nil
 }
 
-// NewFunction builds the submit function: POST /v1/jobs, behind basic auth.
-func NewFunction(ctx context.Context, env wiring.Env, d *wiring.Deps) (*runtime.Function, error) {
-	ttl := env.JobTTLSecondsAfterFinished
-	h := &Handler{
+// Settings are submit's own settings (its binary adds the store's, the clusters', the job
+// types', the users' and the Broker sender's).
+type Settings struct {
+	// MaxBodyBytes limits request bodies. Default 1048576.
+	MaxBodyBytes int64 `envconfig:"OMNI_MAX_BODY_BYTES" default:"1048576"`
+	// JobTTLSecondsAfterFinished is set on every Kubernetes Job. Default 3600.
+	JobTTLSecondsAfterFinished int32 `envconfig:"OMNI_JOB_TTL_SECONDS_AFTER_FINISHED" default:"3600"`
+}
+
+// Deps are what submit uses.
+type Deps struct {
+	Store     Store
+	Catalogue func() Catalogue
+	// Clusters places jobs and deletes their objects.
+	Clusters interface {
+		Placer
+		Deleter
+	}
+	Emitter Emitter
+	// Authn wraps the /v1 routes in authentication.
+	Authn func(http.Handler) http.Handler
+}
+
+// New builds the submit handler.
+func New(s Settings, d Deps) *Handler {
+	ttl := s.JobTTLSecondsAfterFinished
+	return &Handler{
 		Store:                   d.Store,
-		Catalogue:               func() Catalogue { return d.Catalogue.Current() },
-		Placer:                  KubePlacer{d.Clusters},
-		Deleter:                 KubePlacer{d.Clusters},
+		Catalogue:               d.Catalogue,
+		Placer:                  d.Clusters,
+		Deleter:                 d.Clusters,
 		Emitter:                 d.Emitter,
-		MaxBody:                 env.MaxBodyBytes,
+		MaxBody:                 s.MaxBodyBytes,
 		TTLSecondsAfterFinished: &ttl,
+		authn:                   d.Authn,
+	}
+}
+
+// Function serves h: POST /v1/jobs and DELETE /v1/jobs/{id}; checks are its readiness checks.
+func (h *Handler) Function(checks ...runtime.Check) *runtime.Function {
+	authn := h.authn
+	if authn == nil {
+		authn = func(next http.Handler) http.Handler { return next }
 	}
 	return &runtime.Function{
 		Name: Name,
 		Routes: func(mux *http.ServeMux) {
-			mux.Handle("POST /v1/jobs", d.Auth.Middleware(http.HandlerFunc(h.serveSubmit)))
-			mux.Handle("DELETE /v1/jobs/{id}", d.Auth.Middleware(http.HandlerFunc(h.serveDelete)))
+			mux.Handle("POST /v1/jobs", authn(http.HandlerFunc(h.serveSubmit)))
+			mux.Handle("DELETE /v1/jobs/{id}", authn(http.HandlerFunc(h.serveDelete)))
 		},
-		Checks: []runtime.Check{{Name: "store", Func: d.Store.Ping}},
-	}, nil
+		Checks: checks,
+	}
 }

@@ -1,5 +1,0 @@
-package allinone
-
-import "github.com/omnibuildplatform/omni-orchestrator/functions/submit/submit"
-
-func init() { registerHTTPFunction(submit.Name, submit.NewFunction) }

@@ -1,0 +1,147 @@
+package allinone
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/omnibuildplatform/omni-orchestrator/functions/log-archive/logarchive"
+	"github.com/omnibuildplatform/omni-orchestrator/functions/notify/notify"
+	"github.com/omnibuildplatform/omni-orchestrator/functions/query/query"
+	"github.com/omnibuildplatform/omni-orchestrator/functions/status-sync/statussync"
+	"github.com/omnibuildplatform/omni-orchestrator/functions/submit/submit"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/auth"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/events"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/manifest"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/runtime"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/store"
+)
+
+// Store is the local mode's store: jobs and logs (SQLite, or the local Cassandra).
+type Store interface {
+	store.Store
+	store.LogStore
+}
+
+// Deps are the pieces the local host builds once and hands to every function: what each
+// function's own binary builds for itself in a cluster.
+type Deps struct {
+	Store     Store
+	Clusters  *kube.Clusters
+	Catalogue *manifest.Source
+	Users     *auth.Authenticator
+	Emitter   events.Emitter
+}
+
+// The functions' own settings, named so that one struct can embed them all.
+type (
+	SubmitSettings     = submit.Settings
+	StatusSyncSettings = statussync.Settings
+	QuerySettings      = query.Settings
+	NotifySettings     = notify.Settings
+)
+
+// settings are every setting the functions the local host runs read (the same variables as
+// their binaries; docs/configuration.md), plus the local host's own.
+type settings struct {
+	auth.UsersEnv
+	events.SinkEnv
+	manifest.TemplatesEnv
+	kube.ClustersEnv
+	store.RetentionEnv
+	SubmitSettings
+	StatusSyncSettings
+	QuerySettings
+	NotifySettings
+	// Store is sqlite:<path> or a cassandra:// URL. Default: SQLite in the data folder.
+	Store string `envconfig:"OMNI_STORE"`
+	// CassandraUsername and CassandraPassword authenticate to a cassandra:// store (default none).
+	CassandraUsername string `envconfig:"OMNI_CASSANDRA_USERNAME"`
+	CassandraPassword string `envconfig:"OMNI_CASSANDRA_PASSWORD"`
+	// PurgeInterval is how often the SQLite store's old jobs and logs are purged. Default 1h.
+	PurgeInterval time.Duration `envconfig:"OMNI_PURGE_INTERVAL" default:"1h"`
+}
+
+// function is one function the local host runs.
+type function struct {
+	// name is its Knative Service name: the subscriber ref of its Trigger in config/.
+	name string
+	// public: its routes are also served on the public port (the HTTPRoute of config/).
+	public bool
+	fn     *runtime.Function
+}
+
+// logArchiveFault, when set, is called after each chunk the all-in-one's log-archive stores.
+var logArchiveFault atomic.Pointer[func(ctx context.Context, c store.LogChunk) error]
+
+// SetLogArchiveFault installs f, called after each chunk log-archive stores in this process; an
+// error aborts that delivery there, as if the function had crashed (the Broker then retries).
+// The end-to-end tests kill an archive half-way with it. nil removes it.
+func SetLogArchiveFault(f func(ctx context.Context, c store.LogChunk) error) {
+	if f == nil {
+		logArchiveFault.Store(nil)
+		return
+	}
+	logArchiveFault.Store(&f)
+}
+
+// functions builds the functions the local host runs, each from the shared pieces d and its own
+// settings, with the local mode's values for what the environment leaves unset.
+func (m *Main) functions(ctx context.Context, s *settings, d *Deps, dataDir string) ([]function, error) {
+	ready := runtime.Check{Name: "store", Func: d.Store.Ping}
+
+	submitFn := submit.New(s.SubmitSettings, submit.Deps{
+		Store:     d.Store,
+		Catalogue: func() submit.Catalogue { return d.Catalogue.Current() },
+		Clusters:  submit.KubePlacer{Clusters: d.Clusters},
+		Emitter:   d.Emitter,
+		Authn:     d.Users.Middleware,
+	}).Function(ready)
+
+	q, err := query.New(ctx, s.QuerySettings, query.Deps{
+		Store:     d.Store,
+		Logs:      d.Store,
+		Catalogue: func() query.Catalogue { return d.Catalogue.Current() },
+		Live:      query.KubeLogs{Clusters: d.Clusters},
+		Authn:     d.Users.Middleware,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", query.Name, err)
+	}
+
+	m.StatusSync = statussync.New(s.StatusSyncSettings, statussync.Deps{Store: d.Store, Observer: statussync.KubeObserver{Clusters: d.Clusters}, Emitter: d.Emitter})
+
+	archive := logarchive.New(logarchive.Deps{Logs: d.Store, Jobs: d.Store, Clusters: logarchive.KubeClusters{Clusters: d.Clusters}})
+	archive.AfterChunk = func(ctx context.Context, c store.LogChunk) error {
+		if f := logArchiveFault.Load(); f != nil {
+			return (*f)(ctx, c)
+		}
+		return nil
+	}
+
+	// notify: the subscriptions file <data dir>/subscriptions.yaml, and callbacks to loopback
+	// allowed (the receivers of a local run, and the tests' httptest servers, are on this machine).
+	ns := s.NotifySettings
+	if _, set := os.LookupEnv("OMNI_NOTIFY_SUBSCRIPTIONS"); !set {
+		ns.Subscriptions = filepath.Join(dataDir, "subscriptions.yaml")
+	}
+	if _, set := os.LookupEnv("OMNI_NOTIFY_CALLBACK_DENY"); !set {
+		ns.CallbackDeny = notify.WithoutLoopback(ns.CallbackDeny)
+	}
+	n, err := notify.New(ctx, ns)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", notify.Name, err)
+	}
+
+	return []function{
+		{name: submit.Name, public: true, fn: submitFn},
+		{name: query.Name, public: true, fn: q.Function(ready)},
+		{name: statussync.Name, fn: m.StatusSync.Function(ready)},
+		{name: logarchive.Name, fn: archive.Function(ready)},
+		{name: notify.Name, fn: n.Function()},
+	}, nil
+}
