@@ -216,9 +216,28 @@ func TestConsistency(t *testing.T) {
 				t.Errorf("%s sends events itself but no SinkBinding gives its Service K_SINK", fn)
 			}
 		}
-		for _, key := range sortedKeys(d.configMaps["omni-config"]) {
-			if !readByAny[key] {
-				t.Errorf("ConfigMap omni-config sets %s, which no function and not `omni db` reads", key)
+		// Every key of a ConfigMap a function takes whole (envFrom) is read by that function.
+		for _, fn := range fns {
+			s := d.services[fn]
+			if s == nil {
+				continue
+			}
+			for _, ef := range s.Spec.Template.Spec.Containers[0].EnvFrom {
+				if ef.ConfigMapRef == nil {
+					continue
+				}
+				for _, key := range sortedKeys(d.configMaps[ef.ConfigMapRef.Name]) {
+					if _, read := facts[fn].Env[key]; !read {
+						t.Errorf("Service %s takes ConfigMap %s, whose %s functions/%s never reads", fn, ef.ConfigMapRef.Name, key, fn)
+					}
+				}
+			}
+		}
+		for _, cm := range []string{"omni-config", "omni-store"} {
+			for _, key := range sortedKeys(d.configMaps[cm]) {
+				if !readByAny[key] {
+					t.Errorf("ConfigMap %s sets %s, which no function and not `omni db` reads", cm, key)
+				}
 			}
 		}
 	})

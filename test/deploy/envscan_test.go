@@ -25,6 +25,7 @@ type codeFacts struct {
 
 type goPackage struct {
 	ImportPath string
+	Name       string
 	Dir        string
 	GoFiles    []string
 	Module     *struct{ Path string }
@@ -89,17 +90,33 @@ func scanBinary(t testing.TB, pkg string) codeFacts {
 					prefix, _ = strconv.Unquote(lit.Value)
 				}
 				typePkg, typeName := varType(fd, call.Args[1], p.ImportPath, imports)
-				st := findStruct(pkgs, typePkg, typeName)
+				if typeName == "" && p.ImportPath == modulePath+"/shared/runtime" {
+					// runtime.Main reads the settings struct of the binary's main package
+					// (a type parameter here): scanned from main's settings type below.
+					return true
+				}
+				st, declPkg, declImports := findStruct(pkgs, typePkg, typeName)
 				if st == nil {
 					t.Errorf("%s: envconfig.Process of %s: cannot find struct %s.%s", p.ImportPath, exprString(call.Args[1]), typePkg, typeName)
 					return true
 				}
-				for name, field := range envFields(pkgs, typePkg, st, prefix) {
+				for name, field := range envFields(pkgs, declPkg, st, declImports, prefix) {
 					facts.Env[name] = typePkg + "." + typeName + "." + field
 				}
 			}
 			return true
 		})
+	}
+	// The settings runtime.Main reads: the type `settings` of the main package.
+	for path, p := range pkgs {
+		if p.Name != "main" || !(path == pkg || strings.HasSuffix(pkg, strings.TrimPrefix(path, modulePath))) {
+			continue
+		}
+		if st, declPkg, declImports := findStruct(pkgs, path, "settings"); st != nil {
+			for name, field := range envFields(pkgs, declPkg, st, declImports, "") {
+				facts.Env[name] = path + ".settings." + field
+			}
+		}
 	}
 	return facts
 }
@@ -253,10 +270,12 @@ func varType(fd *ast.FuncDecl, arg ast.Expr, pkg string, imports map[string]stri
 	return "", ""
 }
 
-func findStruct(pkgs map[string]*goPackage, pkg, name string) *ast.StructType {
+// findStruct finds the struct type pkg.name, following a type alias to another package's
+// struct, and returns it with the package it is declared in and the imports of its file.
+func findStruct(pkgs map[string]*goPackage, pkg, name string) (*ast.StructType, string, map[string]string) {
 	p := pkgs[pkg]
 	if p == nil {
-		return nil
+		return nil, "", nil
 	}
 	for _, f := range p.files {
 		for _, d := range f.Decls {
@@ -265,21 +284,33 @@ func findStruct(pkgs map[string]*goPackage, pkg, name string) *ast.StructType {
 				continue
 			}
 			for _, s := range gd.Specs {
-				if ts, ok := s.(*ast.TypeSpec); ok && ts.Name.Name == name {
-					st, _ := ts.Type.(*ast.StructType)
-					return st
+				ts, ok := s.(*ast.TypeSpec)
+				if !ok || ts.Name.Name != name {
+					continue
 				}
+				imports := fileImports(f)
+				switch ty := ts.Type.(type) {
+				case *ast.StructType:
+					return ty, pkg, imports
+				case *ast.Ident:
+					return findStruct(pkgs, pkg, ty.Name)
+				case *ast.SelectorExpr:
+					if x, ok := ty.X.(*ast.Ident); ok {
+						return findStruct(pkgs, imports[x.Name], ty.Sel.Name)
+					}
+				}
+				return nil, "", nil
 			}
 		}
 	}
-	return nil
+	return nil, "", nil
 }
 
-// envFields maps the variables envconfig reads for st to the field names, the way envconfig
-// does: the `envconfig` tag or the upper-cased field name, PREFIX_ before it when a prefix is
-// given; `ignored:"true"` and `envconfig:"-"` fields skipped; embedded structs of the same
-// package inlined.
-func envFields(pkgs map[string]*goPackage, pkg string, st *ast.StructType, prefix string) map[string]string {
+// envFields maps the variables envconfig reads for st (declared in pkg, in a file with imports)
+// to the field names, the way envconfig does: the `envconfig` tag or the upper-cased field name,
+// PREFIX_ before it when a prefix is given; `ignored:"true"` and `envconfig:"-"` fields skipped;
+// embedded structs inlined, of this package or another.
+func envFields(pkgs map[string]*goPackage, pkg string, st *ast.StructType, imports map[string]string, prefix string) map[string]string {
 	out := map[string]string{}
 	for _, f := range st.Fields.List {
 		tag := reflect.StructTag("")
@@ -291,11 +322,20 @@ func envFields(pkgs map[string]*goPackage, pkg string, st *ast.StructType, prefi
 			continue
 		}
 		if len(f.Names) == 0 { // embedded
-			if id, ok := f.Type.(*ast.Ident); ok {
-				if inner := findStruct(pkgs, pkg, id.Name); inner != nil {
-					for k, v := range envFields(pkgs, pkg, inner, prefix) {
-						out[k] = v
-					}
+			var inner *ast.StructType
+			var innerPkg string
+			var innerImports map[string]string
+			switch ty := f.Type.(type) {
+			case *ast.Ident:
+				inner, innerPkg, innerImports = findStruct(pkgs, pkg, ty.Name)
+			case *ast.SelectorExpr:
+				if x, ok := ty.X.(*ast.Ident); ok {
+					inner, innerPkg, innerImports = findStruct(pkgs, imports[x.Name], ty.Sel.Name)
+				}
+			}
+			if inner != nil {
+				for k, v := range envFields(pkgs, innerPkg, inner, innerImports, prefix) {
+					out[k] = v
 				}
 			}
 			continue
