@@ -6,7 +6,6 @@ import (
 	"container/list"
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -22,6 +21,9 @@ import (
 	"golang.org/x/crypto/bcrypt"
 	"knative.dev/pkg/logging"
 	"sigs.k8s.io/yaml"
+
+	"github.com/omnibuildplatform/omni-orchestrator/shared/httpapi"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
 )
 
 // Realm is the basic-auth realm of the API.
@@ -256,16 +258,14 @@ func (a *Authenticator) Middleware(next http.Handler) http.Handler {
 
 func unauthorized(w http.ResponseWriter, r *http.Request, detail string) {
 	w.Header().Set("WWW-Authenticate", `Basic realm="`+Realm+`"`)
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(http.StatusUnauthorized)
-	_ = json.NewEncoder(w).Encode(map[string]any{
-		"title":    http.StatusText(http.StatusUnauthorized),
-		"status":   http.StatusUnauthorized,
-		"detail":   detail,
-		"instance": r.URL.Path,
-	})
+	httpapi.Error(w, r, unauthenticated(detail))
 }
+
+// unauthenticated is a 401 whose detail is the text alone.
+type unauthenticated string
+
+func (e unauthenticated) Error() string { return string(e) }
+func (e unauthenticated) Unwrap() error { return jobs.ErrUnauthenticated }
 
 // Watch reloads the files when they change, until ctx is done. It watches their folders, so
 // that it also sees a Kubernetes Secret volume swapping its ..data link. A failed reload is

@@ -44,6 +44,8 @@ func Status(err error) int {
 		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, jobs.ErrNotFound):
 		return http.StatusNotFound
+	case errors.Is(err, jobs.ErrUnauthenticated):
+		return http.StatusUnauthorized
 	case errors.Is(err, jobs.ErrForbidden):
 		return http.StatusForbidden
 	case errors.Is(err, jobs.ErrExists), errors.Is(err, jobs.ErrConflict):
@@ -59,7 +61,7 @@ func Status(err error) int {
 // Error writes err as a problem document. Internal errors are logged and not shown in detail.
 func Error(w http.ResponseWriter, r *http.Request, err error) {
 	code := Status(err)
-	p := Problem{Title: http.StatusText(code), Status: code, Detail: err.Error()}
+	p := Problem{Title: http.StatusText(code), Status: code, Detail: err.Error(), Instance: r.URL.Path}
 	var ie *jobs.InvalidError
 	if errors.As(err, &ie) {
 		p.Field, p.Detail = ie.Field, ie.Error()

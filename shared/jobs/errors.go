@@ -15,6 +15,8 @@ var (
 	ErrConflict = errors.New("conflict")
 	// ErrUnavailable: a dependency (store, cluster) is unreachable; retry later.
 	ErrUnavailable = errors.New("unavailable")
+	// ErrUnauthenticated: no credentials, or wrong ones.
+	ErrUnauthenticated = errors.New("unauthenticated")
 	// ErrForbidden: authenticated, but the role does not allow the action.
 	ErrForbidden = errors.New("forbidden")
 	// ErrTooMany: a limit (concurrent streams, failed logins, pushed log bytes) is reached; retry later.
