@@ -45,7 +45,7 @@ func CloudEvents(fn EventFunc) http.Handler {
 			reply, res = fn(r.Context(), *e)
 		}
 		code, msg := EventStatus(res)
-		if code >= http.StatusInternalServerError && e != nil {
+		if code == http.StatusInternalServerError && e != nil {
 			logging.FromContext(r.Context()).Errorw("event failed", "event", e.ID(), "type", e.Type(),
 				"subject", e.Subject(), "status", code, "error", msg)
 		}

@@ -406,8 +406,8 @@ func TestNotifyDeadLetter(t *testing.T) {
 		ext := e.Extensions()
 		data, _ := ext["knativeerrordata"].(string)
 		msg, _ := base64.StdEncoding.DecodeString(data)
-		if ext["knativeerrorcode"] != "502" || ext["knativeerrordest"] != "http://notify.omni.svc.cluster.local/" {
-			t.Errorf("dead letter %s: knativeerrorcode %v knativeerrordest %v, want 502 and notify", e.ID(), ext["knativeerrorcode"], ext["knativeerrordest"])
+		if ext["knativeerrorcode"] != "503" || ext["knativeerrordest"] != "http://notify.omni.svc.cluster.local/" {
+			t.Errorf("dead letter %s: knativeerrorcode %v knativeerrordest %v, want 503 and notify", e.ID(), ext["knativeerrorcode"], ext["knativeerrordest"])
 		}
 		if want := "callback (" + cb.URL + "/down): 500 Internal Server Error"; !strings.Contains(string(msg), want) || strings.Contains(string(msg), "secret-token") {
 			t.Errorf("dead letter %s: knativeerrordata %q, want it to contain %q and not the URL's query", e.ID(), msg, want)

@@ -26,6 +26,7 @@ import (
 	"knative.dev/pkg/logging"
 
 	"github.com/omnibuildplatform/omni-orchestrator/shared/events"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/runtime"
 )
 
@@ -99,25 +100,25 @@ type outcome struct {
 
 // Receive delivers one job event to every receiver of it. It answers ACK when all of them took
 // it (or had it already), 400 for an event that is not a job event (dead-lettered at once),
-// 502 naming the failed receivers when any delivery failed in a way a retry may fix (the
+// 503 naming the failed receivers when any delivery failed in a way a retry may fix (the
 // Broker retries the event), and 400 when the only failures can never succeed.
 func (h *Handler) Receive(ctx context.Context, e event.Event) protocol.Result {
 	switch e.Type() {
 	case events.TypeJobCreated, events.TypeJobChanged:
 	default:
-		return cehttp.NewResult(http.StatusBadRequest, "notify: unexpected event type %q", e.Type())
+		return jobs.Invalid("type", "notify: unexpected event type %q", e.Type())
 	}
 	var data events.JobData
 	if err := json.Unmarshal(e.Data(), &data); err != nil {
-		return cehttp.NewResult(http.StatusBadRequest, "notify: data is not a job: %v", err)
+		return jobs.Invalid("data", "notify: data is not a job: %v", err)
 	}
 	switch j := data.Job; {
 	case j == nil || j.ID == "":
-		return cehttp.NewResult(http.StatusBadRequest, "notify: data is not a job: no id")
+		return jobs.Invalid("data.id", "notify: data is not a job: no id")
 	case e.Subject() != "" && e.Subject() != j.ID:
-		return cehttp.NewResult(http.StatusBadRequest, "notify: subject %q is not the job id %q", e.Subject(), j.ID)
+		return jobs.Invalid("subject", "notify: subject %q is not the job id %q", e.Subject(), j.ID)
 	case !j.Status.Valid():
-		return cehttp.NewResult(http.StatusBadRequest, "notify: job %s: unknown status %q", j.ID, j.Status)
+		return jobs.Invalid("data.status", "notify: job %s: unknown status %q", j.ID, j.Status)
 	}
 
 	var rs []*receiver
@@ -158,9 +159,9 @@ func (h *Handler) Receive(ctx context.Context, e event.Event) protocol.Result {
 	logging.FromContext(ctx).Warnw("Delivery failed", "event", e.ID(), "type", e.Type(), "job", data.ID,
 		"failed", failed, "receivers", len(rs), "retry", len(retry) > 0)
 	if len(retry) > 0 {
-		return cehttp.NewResult(http.StatusBadGateway, "%s", msg)
+		return fmt.Errorf("%w: %s", jobs.ErrUnavailable, msg)
 	}
-	return cehttp.NewResult(http.StatusBadRequest, "%s", msg)
+	return jobs.Invalid("", "%s", msg)
 }
 
 func (o outcome) describe() string {

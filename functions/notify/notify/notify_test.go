@@ -124,15 +124,10 @@ func newHandler(subscriptions func() *Subscriptions, deny Networks) *Handler {
 	return &Handler{Subscriptions: subscriptions, Callbacks: cb, Webhooks: wh, Timeout: 5 * time.Second}
 }
 
+// code is the status the one CloudEvents edge answers for res.
 func code(res protocol.Result) int {
-	var hr *cehttp.Result
-	if protocol.ResultAs(res, &hr) {
-		return hr.StatusCode
-	}
-	if protocol.IsACK(res) {
-		return 200
-	}
-	return 500
+	c, _ := runtime.EventStatus(res)
+	return c
 }
 
 func TestDelivery(t *testing.T) {
@@ -259,7 +254,7 @@ func TestBadEvents(t *testing.T) {
 	}
 }
 
-// A receiver that fails makes the event fail with 502 (the Broker retries); the others got it.
+// A receiver that fails makes the event fail with 503 (the Broker retries); the others got it.
 // With a Memory the retry goes to the failed receiver only; without, to every receiver.
 func TestFailureAndRetry(t *testing.T) {
 	for name, remember := range map[string]bool{"with memory": true, "without memory": false} {
@@ -271,8 +266,8 @@ func TestFailureAndRetry(t *testing.T) {
 			}
 			e := jobEvent(t, testJob(callback.URL))
 			res := h.Receive(testCtx(t), e)
-			if code(res) != http.StatusBadGateway {
-				t.Fatalf("first Receive = %v, want 502", res)
+			if code(res) != http.StatusServiceUnavailable {
+				t.Fatalf("first Receive = %v, want 503", res)
 			}
 			msg := res.Error()
 			if !strings.Contains(msg, "flaky") || !strings.Contains(msg, "503") || strings.Contains(msg, "hidden") ||
@@ -318,8 +313,8 @@ func TestFailures(t *testing.T) {
 				h.Timeout = c.timeout
 			}
 			res := h.Receive(testCtx(t), jobEvent(t, testJob(callback.URL)))
-			if code(res) != http.StatusBadGateway || !strings.Contains(res.Error(), c.want) {
-				t.Errorf("Receive = %v, want 502 with %q", res, c.want)
+			if code(res) != http.StatusServiceUnavailable || !strings.Contains(res.Error(), c.want) {
+				t.Errorf("Receive = %v, want 503 with %q", res, c.want)
 			}
 		})
 	}
@@ -343,7 +338,7 @@ func TestUndeliverableCallback(t *testing.T) {
 		"loopback":                  {local.URL, "subscriptions: []", 400, "denied network"},
 		"metadata":                  {"http://169.254.169.254/latest/meta-data/", "subscriptions: []", 400, "denied network"},
 		"loopback by name":          {strings.Replace(local.URL, "127.0.0.1", "localhost", 1), "subscriptions: []", 400, "denied network"},
-		"and a retryable failure":   {local.URL, "subscriptions:\n  - {name: down, url: " + failing.URL + ", secret: s}\n", 502, "2 of 2"},
+		"and a retryable failure":   {local.URL, "subscriptions:\n  - {name: down, url: " + failing.URL + ", secret: s}\n", 503, "2 of 2"},
 		"subscriptions not guarded": {"", "subscriptions:\n  - {name: local, url: " + local.URL + ", secret: s}\n", 200, ""},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -376,7 +371,7 @@ func TestServeHTTP(t *testing.T) {
 	}{
 		"binary, delivered":     {"", false, 200, ""},
 		"structured, delivered": {"", true, 200, ""},
-		"receiver down":         {down.URL, false, 502, "callback (" + down.URL + "): 503 Service Unavailable"},
+		"receiver down":         {down.URL, false, 503, "callback (" + down.URL + "): 503 Service Unavailable"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			e := jobEvent(t, testJob(c.callback))
