@@ -1,5 +1,5 @@
 // Package cassandra is the production store.Store of omni-orchestrator, over gocql. It passes
-// the contract suite in shared/store/storetest (run it with OMNI_TEST_CASSANDRA=host:port).
+// the contract suite in shared/store/storetest, run on a real node by its tests (local/cassandra).
 //
 // The tables, their keys and why are described in docs/data-model.md and in
 // migrations/cassandra. In short: jobs_by_id is the source of truth and the only table a
