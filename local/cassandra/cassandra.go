@@ -11,6 +11,7 @@
 package cassandra
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -75,6 +76,22 @@ func (n *Node) LogTail(lines int) string {
 		return "    | (" + err.Error() + ")\n"
 	}
 	return n.logPath + ":\n" + tail(b, lines)
+}
+
+// LogProblems returns the last lines warnings and errors of the node's log (its INFO lines are
+// mostly flushes and compactions), indented, with the log's path: what a failed test prints.
+func (n *Node) LogProblems(lines int) string {
+	b, err := os.ReadFile(n.logPath)
+	if err != nil {
+		return "    | (" + err.Error() + ")\n"
+	}
+	var keep [][]byte
+	for _, l := range bytes.Split(b, []byte("\n")) {
+		if bytes.HasPrefix(l, []byte("WARN")) || bytes.HasPrefix(l, []byte("ERROR")) || bytes.Contains(l, []byte("Exception")) {
+			keep = append(keep, l)
+		}
+	}
+	return n.logPath + " (warnings and errors):\n" + tail(bytes.Join(keep, []byte("\n")), lines)
 }
 
 // Exited reports whether the JVM has ended (it should not before Stop).

@@ -28,12 +28,16 @@ import (
 const HostsEnv = "OMNI_TEST_CASSANDRA"
 
 var (
-	inMain  bool
-	once    sync.Once
-	node    *localcassandra.Node
-	nodeDir string
-	hosts   []string
-	nodeErr error
+	inMain bool
+	once   sync.Once
+	// shared is the keyspace of Shared, dropped by Main.
+	sharedOnce sync.Once
+	sharedCfg  cassandra.Config
+	sharedErr  error
+	node       *localcassandra.Node
+	nodeDir    string
+	hosts      []string
+	nodeErr    error
 )
 
 // Main runs the tests of m and then stops the shared node, if one was started. When a test
@@ -41,12 +45,17 @@ var (
 func Main(m *testing.M) int {
 	inMain = true
 	code := m.Run()
+	if sharedCfg.Keyspace != "" {
+		if err := drop(sharedCfg); err != nil {
+			fmt.Fprintf(os.Stderr, "cassandratest: %v\n", err)
+		}
+	}
 	if node == nil {
 		return code
 	}
 	_ = node.Stop()
 	if code != 0 {
-		fmt.Fprintf(os.Stderr, "cassandratest: a test failed; the node's log is kept: %s", node.LogTail(40))
+		fmt.Fprintf(os.Stderr, "cassandratest: a test failed; the node's log is kept: %s", node.LogProblems(30))
 		return code
 	}
 	os.RemoveAll(nodeDir)
@@ -118,24 +127,51 @@ func Keyspace(t testing.TB) cassandra.Config {
 	return cfg
 }
 
+// Shared returns a migrated keyspace shared by the tests of the binary that change no table
+// options (cheaper than a keyspace per test: creating one takes a few seconds). Main drops it.
+func Shared(t testing.TB) cassandra.Config {
+	t.Helper()
+	Hosts(t)
+	sharedOnce.Do(func() {
+		cfg := cassandra.Config{Hosts: hosts, Keyspace: NewKeyspaceName(), Timeout: 30 * time.Second}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if sharedErr = cassandra.InitKeyspace(ctx, cfg, "1"); sharedErr != nil {
+			return
+		}
+		sharedCfg = cfg
+		sharedErr = cassandra.Migrate(ctx, cfg)
+	})
+	if sharedErr != nil {
+		t.Fatalf("cassandratest: create the shared keyspace: %v", sharedErr)
+	}
+	return sharedCfg
+}
+
 // DropAtCleanup drops cfg's keyspace when t ends (and logs the node's log tail if t failed).
 func DropAtCleanup(t testing.TB, cfg cassandra.Config) {
 	t.Cleanup(func() {
 		if t.Failed() && node != nil {
-			t.Logf("cassandratest: %s", node.LogTail(30))
+			t.Logf("cassandratest: %s", node.LogProblems(20))
 		}
-		s, err := session(cfg, "")
-		if err != nil {
-			t.Errorf("cassandratest: drop keyspace %s: %v", cfg.Keyspace, err)
-			return
-		}
-		defer s.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := s.Query(`DROP KEYSPACE IF EXISTS ` + cfg.Keyspace).WithContext(ctx).Exec(); err != nil {
-			t.Errorf("cassandratest: drop keyspace %s: %v", cfg.Keyspace, err)
+		if err := drop(cfg); err != nil {
+			t.Errorf("cassandratest: %v", err)
 		}
 	})
+}
+
+func drop(cfg cassandra.Config) error {
+	s, err := session(cfg, "")
+	if err != nil {
+		return fmt.Errorf("drop keyspace %s: %w", cfg.Keyspace, err)
+	}
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := s.Query(`DROP KEYSPACE IF EXISTS ` + cfg.Keyspace).WithContext(ctx).Exec(); err != nil {
+		return fmt.Errorf("drop keyspace %s: %w", cfg.Keyspace, err)
+	}
+	return nil
 }
 
 // Session opens a plain gocql session on cfg's hosts, in keyspace ("" for none), closed when t
