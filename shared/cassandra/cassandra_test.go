@@ -17,6 +17,7 @@ func TestMain(m *testing.M) { os.Exit(cassandratest.Main(m)) }
 // TestContract runs the store contract suite against a real Cassandra, in a fresh keyspace
 // migrated twice (the second run must be a no-op), with the store's default consistency levels.
 func TestContract(t *testing.T) {
+	t.Parallel() // beside TestRetentionExpires, which mostly waits
 	cfg := cassandratest.Keyspace(t)
 	if err := cassandra.Migrate(t.Context(), cfg); err != nil {
 		t.Fatalf("Migrate again (must be a no-op): %v", err)

@@ -533,6 +533,7 @@ func seqRange(from, to int64) []int64 {
 // most two seconds (no write stored a value for ever, and updates renewed it rather than
 // dropped it), and within the deadline the job, its list rows and its log are gone.
 func TestRetentionExpires(t *testing.T) {
+	t.Parallel() // mostly waits: on schema changes, then on the clock
 	cfg := cassandratest.Keyspace(t)
 	ctx := t.Context()
 	const ttl = 2 * time.Second
@@ -579,7 +580,8 @@ func TestRetentionExpires(t *testing.T) {
 		}
 	}
 
-	deadline := time.Now().Add(30 * time.Second)
+	written := time.Now()
+	deadline := written.Add(30 * time.Second)
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -597,6 +599,7 @@ func TestRetentionExpires(t *testing.T) {
 			}
 		}
 		if len(left) == 0 {
+			t.Logf("all expired %s after the last write", time.Since(written).Round(100*time.Millisecond))
 			return
 		}
 		if time.Now().After(deadline) {
