@@ -286,8 +286,8 @@ func TestIdempotentSubmitsRace(t *testing.T) {
 	}
 }
 
-// TestConsistencyFromURL opens stores from OMNI_STORE-style URLs: quorum and serial levels work
-// on one node, and a level one node cannot meet (TWO) fails every read as unavailable, which
+// TestConsistencyFromURL opens stores from OMNI_STORE-style URLs: quorum and serial levels, and
+// a preferred data centre, work on one node, and a level one node cannot meet (TWO) fails every read as unavailable, which
 // shows that the URL's level is the one used.
 func TestConsistencyFromURL(t *testing.T) {
 	cfg := cassandratest.Shared(t)
@@ -296,9 +296,10 @@ func TestConsistencyFromURL(t *testing.T) {
 	j := newJob("svc-"+randHex(4), "iso", time.Now().UTC().Truncate(time.Millisecond))
 
 	for name, query := range map[string]string{
-		"quorum":        "consistency=quorum&serial_consistency=serial",
-		"local quorum":  "consistency=LOCAL_QUORUM&serial_consistency=local_serial",
-		"all and local": "consistency=all",
+		"quorum":       "consistency=quorum&serial_consistency=serial",
+		"local quorum": "consistency=LOCAL_QUORUM&serial_consistency=local_serial",
+		"all":          "consistency=all",
+		"local dc":     "consistency=local_one&local_dc=datacenter1",
 	} {
 		t.Run(name, func(t *testing.T) {
 			c, err := cassandra.ParseURL(base + query)
