@@ -29,7 +29,7 @@ import (
 
 // openStore opens a store on cfg, closed when t ends. Each call is its own session, as each
 // replica of a function has its own.
-func openStore(t *testing.T, cfg cassandra.Config) *cassandra.Store {
+func openStore(t testing.TB, cfg cassandra.Config) *cassandra.Store {
 	t.Helper()
 	s, err := cassandra.Open(t.Context(), cfg)
 	if err != nil {
