@@ -13,8 +13,9 @@ import (
 	"github.com/kelseyhightower/envconfig"
 
 	"github.com/omnibuildplatform/omni-orchestrator/shared/cassandra"
-	"github.com/omnibuildplatform/omni-orchestrator/shared/store"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/cassandra/schema"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/sqlite"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/store"
 )
 
 const dbUsage = `usage: omni db init    [flags]   create the keyspace if needed, then migrate
@@ -72,7 +73,7 @@ func runDB(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		hosts       = fs.String("hosts", strings.Join(env.Hosts, ","), "Cassandra contact points, host[:port],… [OMNI_CASSANDRA_HOSTS]")
 		keyspace    = fs.String("keyspace", env.Keyspace, "Cassandra keyspace [OMNI_CASSANDRA_KEYSPACE]")
 		replication = fs.String("replication", os.Getenv("OMNI_CASSANDRA_REPLICATION"),
-			"replication of a new keyspace (init only): a factor (SimpleStrategy, e.g. 1), dc:factor,… (NetworkTopologyStrategy, e.g. dc1:3,dc2:3) or a CQL map; default "+cassandra.DefaultReplication+" [OMNI_CASSANDRA_REPLICATION]")
+			"replication of a new keyspace (init only): a factor (SimpleStrategy, e.g. 1), dc:factor,… (NetworkTopologyStrategy, e.g. dc1:3,dc2:3) or a CQL map; default "+schema.DefaultReplication+" [OMNI_CASSANDRA_REPLICATION]")
 		username    = fs.String("username", env.Username, "Cassandra user [OMNI_CASSANDRA_USERNAME]")
 		password    = fs.String("password", env.Password, "Cassandra password; prefer the environment variable [OMNI_CASSANDRA_PASSWORD]")
 		consistency = fs.String("consistency", env.Consistency, "consistency level of the migration statements [OMNI_CASSANDRA_CONSISTENCY]")
@@ -151,18 +152,18 @@ func runDB(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	start := time.Now()
 	if sub == "init" {
-		if err := cassandra.InitKeyspace(ctx, cfg, *replication); err != nil {
+		if err := schema.InitKeyspace(ctx, cfg, *replication); err != nil {
 			return fmt.Errorf("db init: %w", err)
 		}
-		repl, _ := cassandra.ParseReplication(*replication) // InitKeyspace accepted it
+		repl, _ := schema.ParseReplication(*replication) // InitKeyspace accepted it
 		fmt.Fprintf(stdout, "keyspace %s: present (created with replication %s if it was missing)\n", cfg.Keyspace, repl)
 	} else if given["replication"] {
 		return errors.New("db migrate: -replication only applies to db init")
 	}
-	if err := cassandra.Migrate(ctx, cfg); err != nil {
+	if err := schema.Migrate(ctx, cfg); err != nil {
 		return fmt.Errorf("db %s: %w", sub, err)
 	}
-	if err := cassandra.SetRetention(ctx, cfg, cassandra.Retention{Jobs: *jobRet, Logs: *logRet}); err != nil {
+	if err := schema.SetRetention(ctx, cfg, schema.Retention{Jobs: *jobRet, Logs: *logRet}); err != nil {
 		return fmt.Errorf("db %s: set retention: %w", sub, err)
 	}
 	fmt.Fprintf(stdout, "keyspace %s: schema up to date, jobs kept %s, logs kept %s (%s)\n", cfg.Keyspace,
@@ -179,7 +180,6 @@ func splitHosts(s string) []string {
 	}
 	return out
 }
-
 
 func retention(d time.Duration) string {
 	if d <= 0 {

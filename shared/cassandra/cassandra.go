@@ -7,9 +7,9 @@
 // active_jobs (sharded set of unfinished jobs) are indexes derived from it, written with a
 // timestamp derived from the job's revision so that racing writers converge on the newest.
 //
-// Open does not create or migrate the schema: InitKeyspace and Migrate do, once per deploy
-// (`omni db init`, `omni db migrate`), because golang-migrate's lock only holds inside one
-// process.
+// Open does not create or migrate the schema: package schema does, once per deploy (`omni db
+// init`, `omni db migrate`), because golang-migrate's lock only holds inside one process; so no
+// function links golang-migrate.
 package cassandra
 
 import (
@@ -20,16 +20,11 @@ import (
 	"net/url"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/gocql/gocql"
-	"github.com/golang-migrate/migrate/v4"
-	migratecassandra "github.com/golang-migrate/migrate/v4/database/cassandra"
-	"github.com/golang-migrate/migrate/v4/source/iofs"
 
-	"github.com/omnibuildplatform/omni-orchestrator/migrations"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/store"
 )
@@ -197,122 +192,24 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// DefaultReplication is the replication InitKeyspace uses when given "": one replica, for a
-// single-node development cluster only.
-const DefaultReplication = "{'class': 'SimpleStrategy', 'replication_factor': 1}"
-
-var (
-	replicationLiteral = regexp.MustCompile(`^\{[A-Za-z0-9_'":,. \-]*\}$`)
-	dcName             = regexp.MustCompile(`^[A-Za-z0-9_.\-]+$`)
-)
-
-// ParseReplication turns a replication spec into the CQL map of CREATE KEYSPACE. It accepts a
-// CQL map literal as is ("{'class': 'NetworkTopologyStrategy', 'dc1': 3}"), a bare number as a
-// SimpleStrategy replication factor ("3"), or data centre factors as NetworkTopologyStrategy
-// ("dc1:3,dc2:3"). "" means DefaultReplication.
-func ParseReplication(spec string) (string, error) {
-	spec = strings.TrimSpace(spec)
-	switch {
-	case spec == "":
-		return DefaultReplication, nil
-	case strings.HasPrefix(spec, "{"):
-		if !replicationLiteral.MatchString(spec) || !strings.Contains(spec, "class") {
-			return "", fmt.Errorf("replication %q: not a CQL replication map", spec)
-		}
-		return spec, nil
+// Connect opens a gocql session with cfg's settings (hosts, consistency, timeouts,
+// credentials), in keyspace ("" for none). The schema commands (package schema) use it; the
+// store itself is opened with Open.
+func Connect(ctx context.Context, cfg Config, keyspace string) (*gocql.Session, error) {
+	r, err := cfg.resolve()
+	if err != nil {
+		return nil, err
 	}
-	if n, err := strconv.Atoi(spec); err == nil {
-		if n < 1 {
-			return "", fmt.Errorf("replication %q: factor must be at least 1", spec)
-		}
-		return fmt.Sprintf("{'class': 'SimpleStrategy', 'replication_factor': %d}", n), nil
-	}
-	parts := []string{"'class': 'NetworkTopologyStrategy'"}
-	for _, p := range strings.Split(spec, ",") {
-		dc, factor, ok := strings.Cut(strings.TrimSpace(p), ":")
-		n, err := strconv.Atoi(strings.TrimSpace(factor))
-		dc = strings.TrimSpace(dc)
-		if !ok || err != nil || n < 1 || !dcName.MatchString(dc) {
-			return "", fmt.Errorf("replication %q: want a CQL map, a factor, or dc:factor[,dc:factor...]", spec)
-		}
-		parts = append(parts, fmt.Sprintf("'%s': %d", dc, n))
-	}
-	return "{" + strings.Join(parts, ", ") + "}", nil
+	return r.session(ctx, keyspace)
 }
 
-// InitKeyspace creates cfg.Keyspace if it does not exist, with the given replication (see
-// ParseReplication). An existing keyspace is left as it is: changing its replication is an
-// ALTER KEYSPACE followed by a repair, which is an operator's decision.
-func InitKeyspace(ctx context.Context, c Config, replication string) error {
-	cfg, err := c.resolve()
+// KeyspaceOf returns the keyspace cfg names, "omni" when it names none, after checking cfg.
+func KeyspaceOf(cfg Config) (string, error) {
+	r, err := cfg.resolve()
 	if err != nil {
-		return err
+		return "", err
 	}
-	repl, err := ParseReplication(replication)
-	if err != nil {
-		return err
-	}
-	sess, err := cfg.session(ctx, "")
-	if err != nil {
-		return err
-	}
-	defer sess.Close()
-	stmt := fmt.Sprintf(`CREATE KEYSPACE IF NOT EXISTS %s WITH replication = %s AND durable_writes = true`, cfg.Keyspace, repl)
-	if err := sess.Query(stmt).WithContext(ctx).Exec(); err != nil {
-		return wrap("create keyspace "+cfg.Keyspace, err)
-	}
-	return nil
-}
-
-// Migrate brings the schema of cfg.Keyspace up to date with the embedded migrations. The
-// keyspace must exist (InitKeyspace). Run it once per deploy, never from several processes at
-// once: golang-migrate's Cassandra lock only holds inside one process.
-func Migrate(ctx context.Context, c Config) (err error) {
-	cfg, err := c.resolve()
-	if err != nil {
-		return err
-	}
-	sess, err := cfg.session(ctx, cfg.Keyspace)
-	if err != nil {
-		return fmt.Errorf("migrate (does keyspace %s exist? `omni db init` creates it): %w", cfg.Keyspace, err)
-	}
-	drv, err := migratecassandra.WithInstance(sess, &migratecassandra.Config{
-		KeyspaceName: cfg.Keyspace,
-		// Our migration files hold several statements; see package migrations for the rules.
-		MultiStatementEnabled: true,
-	})
-	if err != nil {
-		sess.Close()
-		return fmt.Errorf("migrate cassandra %s: %w", cfg.Keyspace, err)
-	}
-	src, err := iofs.New(migrations.Cassandra, ".")
-	if err != nil {
-		drv.Close()
-		return fmt.Errorf("migrate cassandra %s: %w", cfg.Keyspace, err)
-	}
-	m, err := migrate.NewWithInstance("iofs", src, "cassandra", drv)
-	if err != nil {
-		src.Close()
-		drv.Close()
-		return fmt.Errorf("migrate cassandra %s: %w", cfg.Keyspace, err)
-	}
-	defer func() {
-		srcErr, dbErr := m.Close() // closes sess too
-		if err == nil {
-			err = errors.Join(srcErr, dbErr)
-		}
-	}()
-	stop := context.AfterFunc(ctx, func() {
-		select {
-		case m.GracefulStop <- true:
-		default:
-		}
-	})
-	defer stop()
-	if err := m.Up(); err != nil && !errors.Is(err, migrate.ErrNoChange) {
-		return fmt.Errorf("migrate cassandra %s: %w", cfg.Keyspace, err)
-	}
-	return ctx.Err()
+	return r.Keyspace, nil
 }
 
 // wrap names the operation and marks the failures worth retrying as jobs.ErrUnavailable.

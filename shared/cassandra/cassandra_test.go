@@ -6,6 +6,7 @@ import (
 
 	"github.com/omnibuildplatform/omni-orchestrator/local/cassandra/cassandratest"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/cassandra"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/cassandra/schema"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/store"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/store/storetest"
 )
@@ -19,7 +20,7 @@ func TestMain(m *testing.M) { os.Exit(cassandratest.Main(m)) }
 func TestContract(t *testing.T) {
 	t.Parallel() // beside TestRetentionExpires, which mostly waits
 	cfg := cassandratest.Keyspace(t)
-	if err := cassandra.Migrate(t.Context(), cfg); err != nil {
+	if err := schema.Migrate(t.Context(), cfg); err != nil {
 		t.Fatalf("Migrate again (must be a no-op): %v", err)
 	}
 	s, err := cassandra.Open(t.Context(), cfg)

@@ -17,32 +17,6 @@ import (
 
 // These tests need no Cassandra: they check the parts of the store that can be checked alone.
 
-func TestParseReplication(t *testing.T) {
-	tests := map[string]struct {
-		in, want string
-		wantErr  bool
-	}{
-		"empty is the default":  {in: "", want: DefaultReplication},
-		"factor":                {in: "3", want: "{'class': 'SimpleStrategy', 'replication_factor': 3}"},
-		"data centres":          {in: "dc1:3, dc2:2", want: "{'class': 'NetworkTopologyStrategy', 'dc1': 3, 'dc2': 2}"},
-		"literal":               {in: "{'class': 'NetworkTopologyStrategy', 'eu-west': 3}", want: "{'class': 'NetworkTopologyStrategy', 'eu-west': 3}"},
-		"zero factor":           {in: "0", wantErr: true},
-		"zero dc factor":        {in: "dc1:0", wantErr: true},
-		"no factor":             {in: "dc1", wantErr: true},
-		"injection in literal":  {in: "{'class': 'SimpleStrategy'}; DROP KEYSPACE omni", wantErr: true},
-		"injection in dc":       {in: "dc1';DROP:3", wantErr: true},
-		"literal without class": {in: "{'dc1': 3}", wantErr: true},
-	}
-	for name, tc := range tests {
-		t.Run(name, func(t *testing.T) {
-			got, err := ParseReplication(tc.in)
-			if (err != nil) != tc.wantErr || got != tc.want {
-				t.Errorf("ParseReplication(%q) = %q, %v; want %q, error %v", tc.in, got, err, tc.want, tc.wantErr)
-			}
-		})
-	}
-}
-
 func TestConfigDefaults(t *testing.T) {
 	got, err := Config{Hosts: []string{"db:9042"}}.resolve()
 	if err != nil {

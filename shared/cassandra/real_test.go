@@ -23,6 +23,7 @@ import (
 
 	"github.com/omnibuildplatform/omni-orchestrator/local/cassandra/cassandratest"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/cassandra"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/cassandra/schema"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/store"
 )
@@ -538,7 +539,7 @@ func TestRetentionExpires(t *testing.T) {
 	cfg := cassandratest.Keyspace(t)
 	ctx := t.Context()
 	const ttl = 2 * time.Second
-	if err := cassandra.SetRetention(ctx, cfg, cassandra.Retention{Jobs: ttl, Logs: ttl}); err != nil {
+	if err := schema.SetRetention(ctx, cfg, schema.Retention{Jobs: ttl, Logs: ttl}); err != nil {
 		t.Fatalf("SetRetention: %v", err)
 	}
 	s := openStore(t, cfg)

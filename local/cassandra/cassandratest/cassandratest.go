@@ -22,6 +22,7 @@ import (
 
 	localcassandra "github.com/omnibuildplatform/omni-orchestrator/local/cassandra"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/cassandra"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/cassandra/schema"
 )
 
 // HostsEnv names the environment variable that points the tests at an external Cassandra.
@@ -109,19 +110,19 @@ func Config(t testing.TB, keyspace string) cassandra.Config {
 	return cassandra.Config{Hosts: Hosts(t), Keyspace: keyspace, Timeout: 30 * time.Second}
 }
 
-// Keyspace creates a fresh keyspace with the project's migrations (cassandra.InitKeyspace and
-// cassandra.Migrate) and returns its configuration. The keyspace is dropped when t ends; if t
+// Keyspace creates a fresh keyspace with the project's migrations (schema.InitKeyspace and
+// schema.Migrate) and returns its configuration. The keyspace is dropped when t ends; if t
 // failed, the tail of the node's log is logged first.
 func Keyspace(t testing.TB) cassandra.Config {
 	t.Helper()
 	cfg := Config(t, NewKeyspaceName())
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := cassandra.InitKeyspace(ctx, cfg, "1"); err != nil {
+	if err := schema.InitKeyspace(ctx, cfg, "1"); err != nil {
 		t.Fatalf("cassandratest: create keyspace %s: %v", cfg.Keyspace, err)
 	}
 	DropAtCleanup(t, cfg)
-	if err := cassandra.Migrate(ctx, cfg); err != nil {
+	if err := schema.Migrate(ctx, cfg); err != nil {
 		t.Fatalf("cassandratest: migrate keyspace %s: %v", cfg.Keyspace, err)
 	}
 	return cfg
@@ -136,11 +137,11 @@ func Shared(t testing.TB) cassandra.Config {
 		cfg := cassandra.Config{Hosts: hosts, Keyspace: NewKeyspaceName(), Timeout: 30 * time.Second}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		if sharedErr = cassandra.InitKeyspace(ctx, cfg, "1"); sharedErr != nil {
+		if sharedErr = schema.InitKeyspace(ctx, cfg, "1"); sharedErr != nil {
 			return
 		}
 		sharedCfg = cfg
-		sharedErr = cassandra.Migrate(ctx, cfg)
+		sharedErr = schema.Migrate(ctx, cfg)
 	})
 	if sharedErr != nil {
 		t.Fatalf("cassandratest: create the shared keyspace: %v", sharedErr)
