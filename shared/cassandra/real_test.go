@@ -20,6 +20,7 @@ import (
 	"github.com/gocql/gocql"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/kelseyhightower/envconfig"
 
 	"github.com/omnibuildplatform/omni-orchestrator/local/cassandra/cassandratest"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/cassandra"
@@ -287,14 +288,28 @@ func TestIdempotentSubmitsRace(t *testing.T) {
 	}
 }
 
-// TestConsistencyFromURL opens stores from OMNI_STORE-style URLs: quorum and serial levels, and
-// a preferred data centre, work on one node, and a level one node cannot meet (TWO) fails every read as unavailable, which
-// shows that the URL's level is the one used.
+// TestConsistencyFromURL opens stores as a function does, from OMNI_STORE (cassandra.StoreEnv
+// read by envconfig): quorum and serial levels, and a preferred data centre, work on one node,
+// and a level one node cannot meet (TWO) fails every read as unavailable, which shows that the
+// URL's level is the one used.
 func TestConsistencyFromURL(t *testing.T) {
 	cfg := cassandratest.Shared(t)
 	base := "cassandra://" + strings.Join(cfg.Hosts, ",") + "/" + cfg.Keyspace + "?timeout=30s&"
 	ctx := t.Context()
-	j := newJob("svc-"+randHex(4), "iso", time.Now().UTC().Truncate(time.Millisecond))
+	open := func(t *testing.T, query string) *cassandra.Store {
+		t.Helper()
+		t.Setenv("OMNI_STORE", base+query)
+		var env cassandra.StoreEnv
+		if err := envconfig.Process("", &env); err != nil {
+			t.Fatalf("read OMNI_STORE: %v", err)
+		}
+		s, err := env.Open(ctx)
+		if err != nil {
+			t.Fatalf("open OMNI_STORE=%s: %v", base+query, err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
 
 	for name, query := range map[string]string{
 		"quorum":       "consistency=quorum&serial_consistency=serial",
@@ -303,32 +318,23 @@ func TestConsistencyFromURL(t *testing.T) {
 		"local dc":     "consistency=local_one&local_dc=datacenter1",
 	} {
 		t.Run(name, func(t *testing.T) {
-			c, err := cassandra.ParseURL(base + query)
-			if err != nil {
-				t.Fatalf("ParseURL: %v", err)
-			}
-			s := openStore(t, c)
-			jj := j.Clone()
-			jj.ID = "job-" + randHex(8)
-			if err := s.CreateJob(ctx, jj); err != nil {
+			s := open(t, query)
+			j := newJob("svc-"+randHex(4), "iso", time.Now().UTC().Truncate(time.Millisecond))
+			if err := s.CreateJob(ctx, j); err != nil {
 				t.Fatalf("CreateJob: %v", err)
 			}
-			if _, _, err := s.UpdateJob(ctx, jj.ID, apply(snapshots()[0])); err != nil {
+			if _, _, err := s.UpdateJob(ctx, j.ID, apply(snapshots()[0])); err != nil {
 				t.Fatalf("UpdateJob: %v", err)
 			}
-			if got, err := s.GetJob(ctx, jj.ID); err != nil || got.Revision != 2 {
+			if got, err := s.GetJob(ctx, j.ID); err != nil || got.Revision != 2 {
 				t.Fatalf("GetJob: %+v, %v; want revision 2", got, err)
 			}
 		})
 	}
 
 	t.Run("two replicas on one node", func(t *testing.T) {
-		c, err := cassandra.ParseURL(base + "consistency=two")
-		if err != nil {
-			t.Fatalf("ParseURL: %v", err)
-		}
-		s := openStore(t, c)
-		_, err = s.GetJob(ctx, "job-"+randHex(8))
+		s := open(t, "consistency=two")
+		_, err := s.GetJob(ctx, "job-"+randHex(8))
 		if !errors.Is(err, jobs.ErrUnavailable) {
 			t.Errorf("GetJob at consistency TWO on a single node: %v; want ErrUnavailable", err)
 		}
