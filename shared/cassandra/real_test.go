@@ -294,7 +294,7 @@ func TestIdempotentSubmitsRace(t *testing.T) {
 // URL's level is the one used.
 func TestConsistencyFromURL(t *testing.T) {
 	cfg := cassandratest.Shared(t)
-	base := "cassandra://" + strings.Join(cfg.Hosts, ",") + "/" + cfg.Keyspace + "?timeout=30s&"
+	base := cassandratest.StoreURL(cfg) + "&" // it has ?timeout=
 	ctx := t.Context()
 	open := func(t *testing.T, query string) *cassandra.Store {
 		t.Helper()

@@ -149,6 +149,16 @@ func Shared(t testing.TB) cassandra.Config {
 	return sharedCfg
 }
 
+// StoreURL is cfg as an OMNI_STORE value (cassandra://hosts/keyspace?timeout=…), for tests that
+// configure a function or the local host through its environment.
+func StoreURL(cfg cassandra.Config) string {
+	u := "cassandra://" + strings.Join(cfg.Hosts, ",") + "/" + cfg.Keyspace
+	if cfg.Timeout > 0 {
+		u += "?timeout=" + cfg.Timeout.String()
+	}
+	return u
+}
+
 // DropAtCleanup drops cfg's keyspace when t ends (and logs the node's log tail if t failed).
 func DropAtCleanup(t testing.TB, cfg cassandra.Config) {
 	t.Cleanup(func() {
