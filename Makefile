@@ -17,16 +17,20 @@ tools: ## Build the pinned local-platform tools (Kubernetes, etcd, kwok, Knative
 	@hack/tools.sh >/dev/null
 
 .PHONY: run
-run: tools ## Run everything locally: two simulated clusters, all functions on one port, SQLite in .data/.
-	$(GO) run ./cmd/omni run
+run: tools ## Run everything locally: two simulated clusters, all functions on one port, SQLite in .data/ (STORE=cassandra: a local Cassandra).
+	$(if $(filter cassandra,$(STORE)),@hack/cassandra.sh >/dev/null)
+	$(GO) run ./cmd/omni run $(if $(filter cassandra,$(STORE)),-cassandra)
 
 .PHONY: test
 test: tools ## Vet and run every test (real local clusters, a real local Cassandra; OMNI_TEST_CASSANDRA=host:port for another).
+	$(GO) mod tidy -diff
 	$(GO) vet ./...
 	@# The pinned Cassandra (fetched once with Maven, then cached): a missing Java or Maven fails
 	@# here, saying what to install. Its tests start one node per test binary that needs it.
 	@hack/cassandra.sh >/dev/null
 	$(GO) test $(TEST_FLAGS) ./...
+	@# The end-to-end suite again, on a real local Cassandra (the production store).
+	OMNI_E2E_STORE=cassandra $(GO) test $(TEST_FLAGS) ./test/e2e/
 
 .PHONY: bench
 bench: tools ## Run the benchmarks; each figure is printed next to a baseline measured in the same run.

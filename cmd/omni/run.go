@@ -17,6 +17,7 @@ func runCommand(ctx context.Context, args []string) error {
 	fs.StringVar(&opts.DataDir, "data", ".data", "data folder: SQLite database, generated credentials, local cluster files")
 	fs.StringVar(&opts.Addr, "addr", "127.0.0.1:8088", "listen address of the API")
 	fs.StringVar(&opts.ClustersDir, "clusters", "", "folder with x86_64.yaml / aarch64.yaml naming real clusters (default: start two local clusters)")
+	fs.BoolVar(&opts.Cassandra, "cassandra", false, "run the store on a local Cassandra node started for this run (needs Java 17 and Maven; its data goes with the run) instead of SQLite")
 	fs.DurationVar(&opts.ResyncInterval, "resync", time.Minute, "resync interval (the PingSource's schedule in the cluster)")
 	logLevel := fs.String("log-level", "info", "log level of the functions")
 	if err := fs.Parse(args); err != nil {

@@ -32,9 +32,11 @@ import (
 
 	"github.com/omnibuildplatform/omni-orchestrator/config"
 	"github.com/omnibuildplatform/omni-orchestrator/functions/status-sync/statussync"
+	localcassandra "github.com/omnibuildplatform/omni-orchestrator/local/cassandra"
 	"github.com/omnibuildplatform/omni-orchestrator/local/platform"
 	"github.com/omnibuildplatform/omni-orchestrator/local/router"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/cassandra"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/cassandra/schema"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/runtime"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/sqlite"
@@ -49,6 +51,10 @@ type Options struct {
 	// ClustersDir, when set, names per-arch cluster configs of real clusters: no local cluster
 	// is started (and no tools are built). Default: $OMNI_CLUSTERS_DIR if set, else local clusters.
 	ClustersDir string
+	// Cassandra runs the store on a local Cassandra node started for this run (data under
+	// DataDir/cassandra, gone when the run ends) instead of SQLite: the production store on one
+	// machine. It needs Java 17 and Maven (hack/cassandra.sh fetches the pinned Cassandra once).
+	Cassandra bool
 	// ResyncInterval makes the resync PingSource fire at this interval instead of its schedule.
 	ResyncInterval time.Duration
 	// BackoffScale multiplies the Broker's retry delays (tests shrink them). Default 1.
@@ -77,6 +83,8 @@ type Main struct {
 	Router      *router.Router
 	// Platform is the local clusters (nil when ClustersDir named real ones).
 	Platform *platform.Platform
+	// Cassandra is the local Cassandra node of Options.Cassandra (else nil).
+	Cassandra *localcassandra.Node
 	// StatusSync is the status-sync handler (tests call Resync on it).
 	StatusSync *statussync.Handler
 
@@ -159,6 +167,11 @@ func Start(ctx context.Context, opts Options) (_ *Main, err error) {
 	}
 
 	m.ClustersDir = s.ClustersDir
+	if opts.Cassandra {
+		if s.Store, err = m.startCassandra(ctx, dataDir, opts.Progress); err != nil {
+			return nil, err
+		}
+	}
 	if m.Deps, err = buildDeps(runCtx, s); err != nil {
 		return nil, err
 	}
@@ -209,7 +222,8 @@ func Start(ctx context.Context, opts Options) (_ *Main, err error) {
 	return m, nil
 }
 
-// Close stops the server, drains the router, stops the local clusters and closes the store.
+// Close stops the server, drains the router, stops the local clusters, closes the store and
+// stops the local Cassandra.
 func (m *Main) Close() error {
 	m.closeOnce.Do(func() {
 		var errs []error
@@ -230,6 +244,10 @@ func (m *Main) Close() error {
 		}
 		if m.Deps != nil && m.Deps.Store != nil {
 			errs = append(errs, m.Deps.Store.Close())
+			m.Deps.Store = nil
+		}
+		if m.Cassandra != nil {
+			errs = append(errs, m.Cassandra.Stop())
 		}
 		if m.server != nil {
 			<-m.done
@@ -258,6 +276,26 @@ func (m *Main) receiveDeadLetter(ctx context.Context, e event.Event) (*event.Eve
 	m.deadLetter = append(m.deadLetter, e)
 	m.deadMu.Unlock()
 	return nil, nil
+}
+
+// startCassandra starts the local Cassandra node, creates and migrates the keyspace omni, and
+// returns its OMNI_STORE URL.
+func (m *Main) startCassandra(ctx context.Context, dataDir string, progress io.Writer) (string, error) {
+	fmt.Fprintln(progress, "starting a local Cassandra node (first time: fetching the pinned Cassandra with Maven)…")
+	node, err := localcassandra.Start(ctx, localcassandra.Options{Dir: filepath.Join(dataDir, "cassandra"), Progress: progress})
+	if err != nil {
+		return "", fmt.Errorf("start local Cassandra: %w", err)
+	}
+	m.Cassandra = node
+	cfg := cassandra.Config{Hosts: []string{node.Host()}, Keyspace: "omni", Consistency: "LOCAL_QUORUM",
+		SerialConsistency: "LOCAL_SERIAL", Timeout: 10 * time.Second}
+	if err := schema.InitKeyspace(ctx, cfg, "1"); err != nil {
+		return "", fmt.Errorf("local Cassandra: %w", err)
+	}
+	if err := schema.Migrate(ctx, cfg); err != nil {
+		return "", fmt.Errorf("local Cassandra: %w", err)
+	}
+	return "cassandra://" + node.Host() + "/omni?timeout=10s", nil
 }
 
 // localSettings reads the functions' settings from the environment, filling what is unset with

@@ -1,6 +1,8 @@
 // Package e2e tests omni-orchestrator end to end on the local platform: the all-in-one process
-// (every function, the router that delivers by config/'s Triggers, SQLite) driving two
-// simulated clusters, x86_64 and aarch64, each watched by a real ApiServerSource adapter.
+// (every function, the router that delivers by config/'s Triggers, SQLite — or, with
+// OMNI_E2E_STORE=cassandra, a real local Cassandra node) driving two simulated clusters, x86_64
+// and aarch64, each watched by a real ApiServerSource adapter. `make test` runs the suite once
+// on each store.
 package e2e
 
 import (
@@ -64,9 +66,18 @@ func run(m *testing.M) int {
 	logger, _ := runtime.NewLogger("warn")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
+	var onCassandra bool
+	switch store := os.Getenv("OMNI_E2E_STORE"); store {
+	case "", "sqlite":
+	case "cassandra":
+		onCassandra = true
+	default:
+		fmt.Fprintf(os.Stderr, "e2e: OMNI_E2E_STORE=%q: want sqlite or cassandra\n", store)
+		return 1
+	}
 	omni, err = allinone.Start(ctx, allinone.Options{
 		DataDir: dir, Addr: "127.0.0.1:0", BackoffScale: 0.05, Logger: logger,
-		Progress: os.Stderr, Tap: rec.add,
+		Progress: os.Stderr, Tap: rec.add, Cassandra: onCassandra,
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: start all-in-one:", err)
