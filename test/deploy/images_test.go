@@ -23,6 +23,8 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/yaml"
+
+	"github.com/omnibuildplatform/omni-orchestrator/local/cassandra/cassandratest"
 )
 
 const modulePath = "github.com/omnibuildplatform/omni-orchestrator"
@@ -329,9 +331,11 @@ func extractBinary(t *testing.T, ctx context.Context, crane, img, platform, path
 }
 
 // startFromImage runs a function binary taken from its image with a throw-away configuration
-// (SQLite, an empty htpasswd, no clusters, no subscriptions), waits for /readyz to answer 200,
+// (a keyspace of the local Cassandra, an empty htpasswd, no clusters, no subscriptions), waits
+// for /readyz to answer 200,
 // checks the version it logged, then stops it with SIGTERM.
 func startFromImage(t *testing.T, fn, exe string, commits []string) {
+	store := cassandratest.StoreURL(cassandratest.Shared(t))
 	dir := t.TempDir()
 	must := func(err error) {
 		if err != nil {
@@ -347,7 +351,7 @@ func startFromImage(t *testing.T, fn, exe string, commits []string) {
 	cmd.Env = []string{
 		"PORT=" + fmt.Sprint(port),
 		"HOME=" + dir,
-		"OMNI_STORE=sqlite:" + filepath.Join(dir, "omni.db"),
+		"OMNI_STORE=" + store,
 		"OMNI_HTPASSWD=" + filepath.Join(dir, "htpasswd"),
 		"OMNI_USERS=" + filepath.Join(dir, "users.yaml"),
 		"OMNI_CLUSTERS_DIR=" + filepath.Join(dir, "clusters"),

@@ -23,11 +23,15 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/omnibuildplatform/omni-orchestrator/local/cassandra/cassandratest"
 )
 
 func TestMain(m *testing.M) {
 	flag.Parse()
-	os.Exit(m.Run())
+	// The functions keep state in Cassandra only (no function binary links SQLite): the tests
+	// that start them get keyspaces on one real local node (or OMNI_TEST_CASSANDRA's).
+	os.Exit(cassandratest.Main(m))
 }
 
 // repoRoot is the module root (two folders up from this file).

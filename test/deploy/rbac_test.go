@@ -28,6 +28,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/omnibuildplatform/omni-orchestrator/config"
+	"github.com/omnibuildplatform/omni-orchestrator/local/cassandra/cassandratest"
 	"github.com/omnibuildplatform/omni-orchestrator/local/platform"
 	"github.com/omnibuildplatform/omni-orchestrator/local/router"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/auth"
@@ -101,9 +102,10 @@ func TestRBAC(t *testing.T) {
 	}
 	step("config/build-cluster/ applied, kubeconfigs written by hack/build-cluster-kubeconfigs.sh")
 
-	// The store, migrated once as the schema Job does.
-	db := "sqlite:" + filepath.Join(work, "omni.db")
-	command(t, ctx, work, nil, filepath.Join(binDir, "omni"), "db", "init", "-store", db)
+	// The store: a fresh keyspace of the local Cassandra, migrated again by the schema Job's
+	// binary (idempotent), as a deploy does.
+	db := cassandratest.StoreURL(cassandratest.Keyspace(t))
+	command(t, ctx, work, nil, filepath.Join(binDir, "omni"), "db", "init", "-store", db, "-replication", "1")
 	users := writeAPIUsers(t, work)
 
 	// The Broker's address first (the functions' K_SINK), then the functions, each with its own
