@@ -19,8 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/omnibuildplatform/omni-orchestrator/local/cassandra/cassandratest"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/auth"
-	"github.com/omnibuildplatform/omni-orchestrator/shared/sqlite"
 )
 
 // helloSource is the baseline server: net/http answering /readyz, nothing else.
@@ -78,7 +78,7 @@ func BenchmarkColdStart(b *testing.B) {
 	if err := buildBinaries(binDir, names); err != nil {
 		b.Fatal(err)
 	}
-	env, err := functionEnv(dir, m.ClustersDir, m.URL+"/broker/omni/default")
+	env, err := functionEnv(dir, m.ClustersDir, m.URL+"/broker/omni/default", cassandratest.StoreURL(cassandratest.Shared(b)))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -170,9 +170,9 @@ func runCmd(cmd *exec.Cmd) error {
 	return nil
 }
 
-// functionEnv writes what the functions read at start — credentials, notify subscriptions, a
-// migrated SQLite file — and returns their environment (without PORT).
-func functionEnv(dir, clustersDir, sink string) ([]string, error) {
+// functionEnv writes what the functions read at start — credentials, notify subscriptions — and
+// returns their environment (without PORT), with store (a migrated keyspace) as OMNI_STORE.
+func functionEnv(dir, clustersDir, sink, store string) ([]string, error) {
 	line, err := auth.HashPassword("admin", "bench-password")
 	if err != nil {
 		return nil, err
@@ -188,19 +188,10 @@ func functionEnv(dir, clustersDir, sink string) ([]string, error) {
 	if err := os.WriteFile(subscriptions, []byte("subscriptions: []\n"), 0o600); err != nil {
 		return nil, err
 	}
-	// sqlite.Open migrates; doing it here keeps the migration out of the measured starts.
-	db := filepath.Join(dir, "omni.db")
-	st, err := sqlite.Open(context.Background(), db)
-	if err != nil {
-		return nil, err
-	}
-	if err := st.Close(); err != nil {
-		return nil, err
-	}
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
 	return append(os.Environ(),
-		"OMNI_STORE=sqlite:"+db,
+		"OMNI_STORE="+store,
 		"OMNI_CLUSTERS_DIR="+clustersDir,
 		"OMNI_TEMPLATES_DIR=",
 		"OMNI_HTPASSWD="+htpasswd,

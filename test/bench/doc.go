@@ -19,9 +19,10 @@
 //   - BenchmarkColdStart: each function binary (every functions/<name>, built once) from exec
 //     to the first 200 on /readyz, its resident memory (VmRSS) right then, and the time from
 //     SIGTERM to exit, against a minimal net/http server answering /readyz, built the same way,
-//     the two taking turns. The functions get a migrated SQLite file (sqlite.Open migrates; that
-//     is kept out of the starts), real credentials and notify subscriptions files and the local
-//     clusters' configs. ns/op is the time of one turn of each (both starts and stops).
+//     the two taking turns. The functions get a migrated keyspace of a real local Cassandra node
+//     (as in a cluster: function binaries link no SQLite; the node starts once, before the
+//     measured starts), real credentials and notify subscriptions files and the local clusters'
+//     configs. ns/op is the time of one turn of each (both starts and stops).
 //
 // The local clusters (and the all-in-one) start once, on first use, and stop when the run ends.
 package bench

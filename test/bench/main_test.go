@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/omnibuildplatform/omni-orchestrator/local/allinone"
+	"github.com/omnibuildplatform/omni-orchestrator/local/cassandra/cassandratest"
 	"github.com/omnibuildplatform/omni-orchestrator/local/platform"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/runtime"
 )
@@ -29,7 +30,9 @@ var (
 
 func TestMain(m *testing.M) {
 	flag.Parse()
-	code := m.Run()
+	// cassandratest.Main runs the benchmarks, then stops the Cassandra node the cold-start
+	// benchmark started (the functions keep state in Cassandra only).
+	code := cassandratest.Main(m)
 	if omni != nil {
 		// Let the router deliver what the clusters sent so far (status-sync may be behind the
 		// pods of the last runs), so that Close loses nothing.
