@@ -20,6 +20,7 @@ import (
 	"net/url"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -50,6 +51,11 @@ type Config struct {
 	Password string `envconfig:"CASSANDRA_PASSWORD"`
 	// Timeout bounds one request and one connection attempt. Default 10s.
 	Timeout time.Duration `envconfig:"CASSANDRA_TIMEOUT" default:"10s"`
+	// TokenAware routes each statement to a replica of its partition. Default false: the token
+	// ring and the keyspace's schema are then not read when a session opens, which takes about
+	// 40 ms off every cold start of a function (docs/performance.md); the price is one hop inside
+	// the cluster per statement.
+	TokenAware bool `envconfig:"CASSANDRA_TOKEN_AWARE" default:"false"`
 }
 
 // ParseURL reads cassandra://host[:port][,host[:port]...]/keyspace with the optional query
@@ -65,6 +71,11 @@ func ParseURL(raw string) (Config, error) {
 	c.Consistency = q.Get("consistency")
 	c.SerialConsistency = q.Get("serial_consistency")
 	c.LocalDC = q.Get("local_dc")
+	if ta := q.Get("token_aware"); ta != "" {
+		if c.TokenAware, err = strconv.ParseBool(ta); err != nil {
+			return Config{}, fmt.Errorf("cassandra URL %q: token_aware: %w", raw, err)
+		}
+	}
 	if t := q.Get("timeout"); t != "" {
 		if c.Timeout, err = time.ParseDuration(t); err != nil {
 			return Config{}, fmt.Errorf("cassandra URL %q: timeout: %w", raw, err)
@@ -123,11 +134,14 @@ func (c resolved) session(ctx context.Context, keyspace string) (*gocql.Session,
 	cluster.ConnectTimeout = c.Timeout
 	// Applies to the idempotent statements; lightweight transactions opt out (see jobs.go).
 	cluster.RetryPolicy = &gocql.ExponentialBackoffRetryPolicy{NumRetries: 2, Min: 50 * time.Millisecond, Max: time.Second}
+	policy := gocql.RoundRobinHostPolicy()
 	if c.LocalDC != "" {
-		cluster.PoolConfig.HostSelectionPolicy = gocql.TokenAwareHostPolicy(gocql.DCAwareRoundRobinPolicy(c.LocalDC))
-	} else {
-		cluster.PoolConfig.HostSelectionPolicy = gocql.TokenAwareHostPolicy(gocql.RoundRobinHostPolicy())
+		policy = gocql.DCAwareRoundRobinPolicy(c.LocalDC)
 	}
+	if c.TokenAware {
+		policy = gocql.TokenAwareHostPolicy(policy)
+	}
+	cluster.PoolConfig.HostSelectionPolicy = policy
 	if c.Username != "" {
 		cluster.Authenticator = gocql.PasswordAuthenticator{Username: c.Username, Password: c.Password}
 	}

@@ -57,6 +57,8 @@ func TestParseURL(t *testing.T) {
 			in:   "cassandra://db/ks?consistency=quorum&serial_consistency=SERIAL&local_dc=eu&timeout=3s",
 			want: Config{Hosts: []string{"db"}, Keyspace: "ks", Consistency: "quorum", SerialConsistency: "SERIAL", LocalDC: "eu", Timeout: 3 * time.Second},
 		},
+		"token aware":     {in: "cassandra://db/ks?token_aware=true", want: Config{Hosts: []string{"db"}, Keyspace: "ks", TokenAware: true}},
+		"bad token aware": {in: "cassandra://db/ks?token_aware=maybe", wantErr: true},
 		"no keyspace":     {in: "cassandra://db", want: Config{Hosts: []string{"db"}}},
 		"wrong scheme":    {in: "sqlite:omni.db", wantErr: true},
 		"no host":         {in: "cassandra:///ks", wantErr: true},
