@@ -155,6 +155,11 @@ func (r *Router) step(d *delivery) {
 		var o outcome
 		switch d.phase {
 		case toSubscriber:
+			if drop := r.drop.Load(); drop != nil && d.attempt == 0 && (*drop)(d.trigger.name, d.event) {
+				r.log.Debugw("delivery dropped on purpose", "trigger", d.trigger.namespace+"/"+d.trigger.name, "id", d.event.ID())
+				r.done(d)
+				return
+			}
 			o = r.send(r.ctx, d.trigger.subscriber, d.event, d.trigger.retry.timeout, d.trigger.structured, true, http.Header{
 				"Prefer":       {"reply"},
 				"Kn-Namespace": {d.trigger.namespace},

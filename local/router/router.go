@@ -145,6 +145,22 @@ type Router struct {
 	idle     []chan struct{} // closed when inflight and pinging reach 0
 
 	stats counters
+	drop  atomic.Pointer[DropFunc]
+}
+
+// DropFunc chooses deliveries to drop: it is given the name of the Trigger and the event about
+// to be sent to that Trigger's subscriber, and returns true to drop it.
+type DropFunc func(trigger string, e event.Event) bool
+
+// SetDrop makes the router drop, silently and for good, every delivery for which fn returns
+// true, as a Broker or an ApiServerSource under load loses events (tests use it to show that
+// what an event missed is repaired). fn must be safe for concurrent use; nil drops nothing.
+func (r *Router) SetDrop(fn DropFunc) {
+	if fn == nil {
+		r.drop.Store(nil)
+		return
+	}
+	r.drop.Store(&fn)
 }
 
 type counters struct {

@@ -4,7 +4,7 @@
 // The tables, their keys and why are described in docs/data-model.md and in
 // migrations/cassandra. In short: jobs_by_id is the source of truth and the only table a
 // lightweight transaction touches; jobs_by_service, jobs_by_task (day-bucketed lists) and
-// active_jobs (sharded set of unfinished jobs) are indexes derived from it, written with a
+// active_jobs (sharded set of jobs the resync still reads back) are indexes derived from it, written with a
 // timestamp derived from the job's revision so that racing writers converge on the newest.
 //
 // Open does not create or migrate the schema: package schema does, once per deploy (`omni db

@@ -128,7 +128,7 @@ func (s *Store) getMany(ctx context.Context, ids []string) ([]*jobs.Job, error) 
 // CreateJob implements store.Store. The index rows are written first: once jobs_by_id holds
 // the job it is listed and, while unfinished, resynced, even if this process dies right after
 // the insert. Index rows of a job that never got stored are skipped by the readers (they check
-// jobs_by_id) and, in active_jobs, deleted by ListActive after a grace period.
+// jobs_by_id) and, in active_jobs, deleted by ListUnsettled after a grace period.
 func (s *Store) CreateJob(ctx context.Context, j *jobs.Job) error {
 	if err := store.PrepareCreate(j, time.Now()); err != nil {
 		return err
@@ -171,7 +171,7 @@ func (s *Store) CreateJob(ctx context.Context, j *jobs.Job) error {
 // Once the compare-and-set succeeded the change is stored and UpdateJob reports success even if
 // rewriting the index rows then fails: failing would make the caller retry, find nothing to
 // change and never emit the change. A stale index row is repaired by the job's next update, and
-// a job that ended but is still in active_jobs by ListActive.
+// a job that ended but is still in active_jobs by ListUnsettled.
 func (s *Store) UpdateJob(ctx context.Context, id string, fn func(*jobs.Job) (bool, error)) (*jobs.Job, bool, error) {
 	cur, err := s.get(ctx, id, s.cfg.consistency)
 	if err != nil {
@@ -245,8 +245,8 @@ func backoff(ctx context.Context, attempt int) error {
 }
 
 // writeIndexes writes j's rows of the list tables and adds it to or removes it from
-// active_jobs, in one logged batch (all or, eventually, nothing) with the revision-derived
-// timestamp (see writeTime).
+// active_jobs (the resync's list: the jobs for which jobs.Job.NeedsResync holds), in one
+// logged batch (all or, eventually, nothing) with the revision-derived timestamp (see writeTime).
 func (s *Store) writeIndexes(ctx context.Context, j *jobs.Job) error {
 	day := dayOf(j.CreatedAt)
 	b := s.s.NewBatch(gocql.LoggedBatch).WithContext(ctx).WithTimestamp(writeTime(j))
@@ -254,7 +254,7 @@ func (s *Store) writeIndexes(ctx context.Context, j *jobs.Job) error {
 		j.Service, day, j.CreatedAt, j.ID, j.Task, j.Domain, string(j.Status))
 	b.Query(`INSERT INTO jobs_by_task (service, task, day, created_at, id, domain, status) VALUES (?, ?, ?, ?, ?, ?, ?)`,
 		j.Service, j.Task, day, j.CreatedAt, j.ID, j.Domain, string(j.Status))
-	if j.Status.Terminal() {
+	if !j.NeedsResync() {
 		b.Query(`DELETE FROM active_jobs WHERE shard = ? AND created_at = ? AND id = ?`, shardOf(j.ID), j.CreatedAt, j.ID)
 	} else {
 		b.Query(`INSERT INTO active_jobs (shard, created_at, id) VALUES (?, ?, ?)`, shardOf(j.ID), j.CreatedAt, j.ID)

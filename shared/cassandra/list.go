@@ -197,18 +197,18 @@ func (s *Store) listQuery(ctx context.Context, f store.Filter, day time.Time, up
 	return q.WithContext(ctx).PageSize(pageSize).Idempotent(true)
 }
 
-// activeCursor is where the next ListActive page starts: after the row (T, ID).
+// activeCursor is where the next ListUnsettled page starts: after the row (T, ID).
 type activeCursor struct {
 	T  int64  `json:"t"`
 	ID string `json:"i"`
 }
 
-// ListActive implements store.Store. It reads up to limit rows after the cursor from every
-// shard of active_jobs, merges them oldest first, and reads the jobs from jobs_by_id. A row
-// whose job has ended (its index write failed after the job's last update) is repaired and
-// skipped; a row without a job, older than an hour, is deleted. So a page may be short while
+// ListUnsettled implements store.Store. It reads up to limit rows after the cursor from every
+// shard of active_jobs (the jobs for which jobs.Job.NeedsResync held when written), merges them
+// oldest first, and reads the jobs from jobs_by_id. A row whose job no longer needs the resync
+// (its index write failed after the job's last update) is repaired and skipped; a row without a job, older than an hour, is deleted. So a page may be short while
 // next is not "".
-func (s *Store) ListActive(ctx context.Context, cur string, limit int) ([]*jobs.Job, string, error) {
+func (s *Store) ListUnsettled(ctx context.Context, cur string, limit int) ([]*jobs.Job, string, error) {
 	limit = store.ActiveLimit(limit)
 	var after *key
 	if cur != "" {
@@ -299,7 +299,7 @@ func (s *Store) ListActive(ctx context.Context, cur string, limit int) ([]*jobs.
 					shardOf(orphan.ID), orphan.CreatedAt, orphan.ID).
 					WithContext(ctx).WithTimestamp(writeTime(orphan)).Idempotent(true).Exec()
 			}
-		case j.Status.Terminal():
+		case !j.NeedsResync():
 			_ = s.writeIndexes(ctx, j) // finishes the update whose index write was lost
 		default:
 			out = append(out, j)

@@ -64,27 +64,60 @@ func (s Status) rank() int {
 // StepStatus is the state of one step (one container of the job's pod).
 type StepStatus string
 
-// The step statuses, in the order a step goes through them.
+// The step statuses. A step goes waiting → running → an end; unknown says its end can no longer be
+// observed, and gives way to the true end should a late snapshot still bring it.
 const (
-	StepWaiting   StepStatus = "waiting"
-	StepRunning   StepStatus = "running"
+	// StepWaiting: the step has not started. In an ended job whose steps are settled, a step still
+	// waiting carries the reason StepReasonNotStarted: it never ran.
+	StepWaiting StepStatus = "waiting"
+	// StepRunning: the step's container runs.
+	StepRunning StepStatus = "running"
+	// StepSucceeded: the container exited 0.
 	StepSucceeded StepStatus = "succeeded"
-	StepFailed    StepStatus = "failed"
+	// StepFailed: the container exited with another code, or was killed other than by a cancel.
+	StepFailed StepStatus = "failed"
+	// StepCancelled: the container was killed by the job's cancel (its exit code is kept).
+	StepCancelled StepStatus = "cancelled"
+	// StepUnknown: the job ended and its pods are gone without the step's end being observed.
+	StepUnknown StepStatus = "unknown"
+)
+
+// StepStatuses lists every step status, in the order a step goes through them.
+var StepStatuses = []StepStatus{StepWaiting, StepRunning, StepUnknown, StepSucceeded, StepFailed, StepCancelled}
+
+// Reasons of steps set by the job's own rules (a container's reasons come from Kubernetes).
+const (
+	// StepReasonNotStarted: the step was still waiting when the job's pod ended; it never ran.
+	StepReasonNotStarted = "NotStarted"
+	// StepReasonPodGone: the step's end was not observed before the job's pods disappeared.
+	StepReasonPodGone = "PodGone"
 )
 
 // Terminal reports whether the step has ended.
-func (s StepStatus) Terminal() bool { return s == StepSucceeded || s == StepFailed }
+func (s StepStatus) Terminal() bool {
+	return s == StepSucceeded || s == StepFailed || s == StepCancelled
+}
 
-func (s StepStatus) rank() int {
+// Rank orders step statuses so that a step only moves forward: waiting, running, unknown, then
+// the ends (which rank equal: the first end recorded stays).
+func (s StepStatus) Rank() int {
 	switch s {
 	case StepWaiting:
 		return 0
 	case StepRunning:
 		return 1
-	case StepSucceeded, StepFailed:
+	case StepUnknown:
 		return 2
+	case StepSucceeded, StepFailed, StepCancelled:
+		return 3
 	}
 	return -1
+}
+
+// Settled reports whether the step's state is final: it ended, it is unknown for good, or it
+// never started in a job that ended.
+func (s Step) Settled() bool {
+	return s.Status.Terminal() || s.Status == StepUnknown || (s.Status == StepWaiting && s.Reason == StepReasonNotStarted)
 }
 
 // Arches are the supported build architectures, named as the build platform names them.
@@ -143,6 +176,80 @@ type Step struct {
 	Message    string     `json:"message,omitempty"`
 	StartedAt  *time.Time `json:"startedAt,omitempty"`
 	FinishedAt *time.Time `json:"finishedAt,omitempty"`
+}
+
+// ReasonCancelled and MessageCancelled are the reason and message of a job stopped on request,
+// whoever records its end (cancel itself, or status-sync observing the objects go).
+const (
+	ReasonCancelled  = "Cancelled"
+	MessageCancelled = "cancelled on request"
+)
+
+// End moves j to the terminal status s with reason and message, unless j has ended already
+// (terminal statuses are sticky); it reports whether it did. at is when the job ended as its
+// objects show it, observed when this end is being recorded. Once a cancel is requested every
+// end is a cancel, at observed (EndCancelled), whatever s says: the cancel's kill is what ends
+// the job, and which observation records the end first must not matter.
+func (j *Job) End(s Status, reason, msg string, at, observed time.Time) bool {
+	if j.CancelRequested {
+		return j.EndCancelled(observed)
+	}
+	if j.Status.Terminal() || !s.Terminal() {
+		return false
+	}
+	j.Status, j.Reason, j.Message = s, reason, msg
+	at = at.UTC()
+	j.FinishedAt = &at
+	return true
+}
+
+// EndCancelled ends j cancelled at at (when the end is recorded) unless j has ended already, and
+// marks the steps the cancel killed (see MarkCancelledSteps); it reports whether it ended j. Cancel's own write and every
+// derivation of status-sync end a cancelled job through it, so the job reads the same whichever
+// comes first.
+func (j *Job) EndCancelled(at time.Time) bool {
+	if j.Status.Terminal() {
+		j.MarkCancelledSteps()
+		return false
+	}
+	j.Status, j.Reason, j.Message = StatusCancelled, ReasonCancelled, MessageCancelled
+	at = at.UTC()
+	j.FinishedAt = &at
+	j.MarkCancelledSteps()
+	return true
+}
+
+// MarkCancelledSteps marks, in a cancelled job, each step that the cancel killed as cancelled:
+// a step that ended with the exit code of a container stopped by SIGKILL (137) or SIGTERM (143),
+// other than by the out-of-memory killer. Its exit code, reason and times are kept. A step that
+// failed on its own (any other code) stays failed. Calling it again changes nothing.
+func (j *Job) MarkCancelledSteps() {
+	if j.Status != StatusCancelled {
+		return
+	}
+	for i := range j.Steps {
+		s := &j.Steps[i]
+		if s.Status == StepFailed && s.ExitCode != nil && (*s.ExitCode == 137 || *s.ExitCode == 143) && s.Reason != "OOMKilled" {
+			s.Status = StepCancelled
+		}
+	}
+}
+
+// StepsSettled reports whether every step of j is settled (Step.Settled).
+func (j *Job) StepsSettled() bool {
+	for _, s := range j.Steps {
+		if !s.Settled() {
+			return false
+		}
+	}
+	return true
+}
+
+// NeedsResync reports whether the resync must still read j back from its cluster: j has not
+// ended, or it ended but its steps do not agree with that yet (one is waiting without having been
+// seen not to start, or running). The stores keep the jobs for which it holds on the resync list.
+func (j *Job) NeedsResync() bool {
+	return !j.Status.Terminal() || !j.StepsSettled()
 }
 
 // Clone returns a deep copy of j.

@@ -340,8 +340,9 @@ func (s *Store) ListJobs(ctx context.Context, f store.Filter) (store.Page, error
 	return p, nil
 }
 
-// ListActive implements store.Store.
-func (s *Store) ListActive(ctx context.Context, cur string, limit int) ([]*jobs.Job, string, error) {
+// ListUnsettled implements store.Store: the jobs whose column active (jobs.Job.NeedsResync as
+// last written) is 1.
+func (s *Store) ListUnsettled(ctx context.Context, cur string, limit int) ([]*jobs.Job, string, error) {
 	limit = store.ActiveLimit(limit)
 	c := cursor{T: -1 << 63}
 	if cur != "" {
@@ -353,11 +354,11 @@ func (s *Store) ListActive(ctx context.Context, cur string, limit int) ([]*jobs.
 	rows, err := s.r.QueryContext(ctx, `SELECT `+jobColumns+` FROM jobs
 		WHERE active = 1 AND (created_at, id) > (?, ?) ORDER BY created_at, id LIMIT ?`, c.T, c.ID, limit+1)
 	if err != nil {
-		return nil, "", wrap("list active jobs", err)
+		return nil, "", wrap("list unsettled jobs", err)
 	}
 	js, err := scanJobs(rows)
 	if err != nil {
-		return nil, "", wrap("list active jobs", err)
+		return nil, "", wrap("list unsettled jobs", err)
 	}
 	next := ""
 	if len(js) > limit {

@@ -36,9 +36,10 @@ type Store interface {
 	// descending). A page may hold fewer than Limit jobs, even none, while Next is not "": only an
 	// empty Next ends the listing.
 	ListJobs(ctx context.Context, f Filter) (Page, error)
-	// ListActive returns up to limit jobs that are not terminal (for resync), oldest first,
-	// starting after the cursor; next is "" at the end.
-	ListActive(ctx context.Context, cursor string, limit int) (js []*jobs.Job, next string, err error)
+	// ListUnsettled returns up to limit jobs for which jobs.Job.NeedsResync holds as last stored
+	// — not ended, or ended with steps not settled yet — oldest first, starting after the cursor;
+	// next is "" at the end. The resync reads them back from their clusters.
+	ListUnsettled(ctx context.Context, cursor string, limit int) (js []*jobs.Job, next string, err error)
 	// ClaimIdempotencyKey records that (service, key) created jobID, unless the pair is already
 	// recorded: then it returns the job id recorded first. Entries expire after ttl, which must be
 	// positive (a store may round it up: Cassandra keeps whole seconds).

@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
 )
 
 // Reasons set on jobs by status-sync.
@@ -22,7 +23,8 @@ const (
 	ReasonStepFailed = "StepFailed"
 	ReasonJobDeleted = "JobDeleted"
 	ReasonJobGone    = "JobGone"
-	ReasonCancelled  = "Cancelled"
+	// ReasonCancelled is jobs.ReasonCancelled: cancel and status-sync end a cancel alike.
+	ReasonCancelled = jobs.ReasonCancelled
 )
 
 // Outcome says what applying one snapshot did to a job.
@@ -72,32 +74,32 @@ func observe(j *jobs.Job, key, rv string, deleted bool) Outcome {
 }
 
 // ApplyJob applies a snapshot of the job's Kubernetes Job. deleted says it came with a delete.
-// The Job's own end time (completionTime, or the Failed condition's time) is the job's end
-// whenever a Job snapshot shows it, so the result does not depend on which event came first.
+// The Job's own end time (completionTime, or the Failed condition's time) and, for a failure, its
+// reason are the job's whenever a Job snapshot shows them, so the result does not depend on which
+// event came first.
 func ApplyJob(j *jobs.Job, kj *batchv1.Job, deleted bool, now time.Time) Outcome {
 	before := j.Clone()
 	if o := observe(j, "Job/"+kj.Name, kj.ResourceVersion, deleted); o != Recorded {
 		return o
 	}
 	if s, reason, msg, end := jobEnd(kj); s != "" {
-		finish(j, s, reason, msg, end)
+		finish(j, s, reason, msg, end, now)
 		if j.Status == s {
 			end = end.UTC()
 			j.FinishedAt = &end
+			if s == jobs.StatusFailed && j.Reason != ReasonStepFailed {
+				j.Reason, j.Message = reason, msg
+			}
 		}
 	}
 	if kj.Status.Ready != nil && *kj.Status.Ready > 0 {
 		start(j, nil)
 	}
-	if deleted && !j.Status.Terminal() {
-		if j.CancelRequested {
-			finish(j, jobs.StatusCancelled, ReasonCancelled, "cancelled on request", now)
-		} else {
-			finish(j, jobs.StatusLost, ReasonJobDeleted,
-				fmt.Sprintf("Kubernetes Job %s was deleted before it finished", kj.Name), now)
-		}
+	if deleted {
+		finish(j, jobs.StatusLost, ReasonJobDeleted,
+			fmt.Sprintf("Kubernetes Job %s was deleted before it finished", kj.Name), now, now)
 	}
-	explainFailure(j)
+	settle(j)
 	return touch(before, j, now)
 }
 
@@ -120,7 +122,9 @@ func jobEnd(kj *batchv1.Job) (jobs.Status, string, string, time.Time) {
 	return "", "", "", time.Time{}
 }
 
-// ApplyPod applies a snapshot of one of the job's pods: its containers are the job's steps.
+// ApplyPod applies a snapshot of one of the job's pods: its containers are the job's steps. A
+// pod that has ended (or is deleted) is final: a step it shows still waiting never ran, and a step
+// it shows running will never be seen ending.
 func ApplyPod(j *jobs.Job, pod *corev1.Pod, deleted bool, now time.Time) Outcome {
 	before := j.Clone()
 	if o := observe(j, "Pod/"+pod.Name, pod.ResourceVersion, deleted); o != Recorded {
@@ -140,24 +144,84 @@ func ApplyPod(j *jobs.Job, pod *corev1.Pod, deleted bool, now time.Time) Outcome
 	switch pod.Status.Phase {
 	case corev1.PodSucceeded:
 		// backoffLimit is 0 and completions 1: the pod's end is the job's end.
-		finish(j, jobs.StatusSucceeded, "", "", lastFinish(j, now))
+		finish(j, jobs.StatusSucceeded, "", "", lastFinish(j, now), now)
 	case corev1.PodFailed:
-		finish(j, jobs.StatusFailed, pod.Status.Reason, pod.Status.Message, lastFinish(j, now))
+		finish(j, jobs.StatusFailed, pod.Status.Reason, pod.Status.Message, lastFinish(j, now), now)
 	}
-	explainFailure(j)
+	if j.Status.Terminal() && (deleted || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed) {
+		for _, cs := range statuses {
+			settleFinal(j, cs.Name)
+		}
+	}
+	settle(j)
 	return touch(before, j, now)
+}
+
+// settleFinal settles step name of an ended job from the final snapshot of its pod: still
+// waiting, it never ran; still running (a pod deleted before its containers' ends were written),
+// its end will never be observed.
+func settleFinal(j *jobs.Job, name string) {
+	for i := range j.Steps {
+		s := &j.Steps[i]
+		if s.Name != name {
+			continue
+		}
+		switch s.Status {
+		case jobs.StepWaiting:
+			s.Reason, s.Message = jobs.StepReasonNotStarted, "the job ended before this step started"
+		case jobs.StepRunning:
+			s.Status, s.Reason, s.Message = jobs.StepUnknown, jobs.StepReasonPodGone, "the pod was deleted before this step's end was observed"
+		}
+		return
+	}
 }
 
 // MarkGone ends a non-terminal job whose objects are no longer on its cluster.
 func MarkGone(j *jobs.Job, now time.Time) Outcome {
 	before := j.Clone()
-	if j.CancelRequested {
-		finish(j, jobs.StatusCancelled, ReasonCancelled, "cancelled on request", now)
-	} else {
-		finish(j, jobs.StatusLost, ReasonJobGone, fmt.Sprintf(
-			"the Kubernetes Job of this job no longer exists on cluster %s and its end was not observed", j.Cluster), now)
+	finish(j, jobs.StatusLost, ReasonJobGone, fmt.Sprintf(
+		"the Kubernetes Job of this job no longer exists on cluster %s and its end was not observed", j.Cluster), now, now)
+	settle(j)
+	return touch(before, j, now)
+}
+
+// MarkStepsGone settles the steps of an ended job whose pods are gone: a step not settled yet
+// becomes unknown, with the reason, since nothing will ever show its end (never running or
+// waiting in an ended job). It changes nothing in a job that has not ended.
+func MarkStepsGone(j *jobs.Job, now time.Time) Outcome {
+	before := j.Clone()
+	if j.Status.Terminal() {
+		for i := range j.Steps {
+			if s := &j.Steps[i]; !s.Settled() {
+				s.Status, s.Reason, s.Message = jobs.StepUnknown, jobs.StepReasonPodGone,
+					"no pod of this job is left on its cluster and this step's end was never observed"
+			}
+		}
 	}
 	return touch(before, j, now)
+}
+
+// Reconcile applies what a resync read of the job's cluster found: its pods, its Kubernetes Job
+// or, for a job older than grace, the Job's absence. An ended job whose pods are all gone has its
+// unsettled steps marked unknown (MarkStepsGone), but only when the read shows that no pod can
+// still come: the Job is gone or shows its end.
+func Reconcile(j *jobs.Job, snap kube.Snapshot, now time.Time, grace time.Duration) Outcome {
+	out := Stale
+	for i := range snap.Pods {
+		out = max(out, ApplyPod(j, &snap.Pods[i], false, now))
+	}
+	ended := snap.Job == nil
+	if snap.Job != nil {
+		out = max(out, ApplyJob(j, snap.Job, false, now))
+		s, _, _, _ := jobEnd(snap.Job)
+		ended = s != ""
+	} else if !j.Status.Terminal() && now.Sub(j.CreatedAt) > grace {
+		out = max(out, MarkGone(j, now))
+	}
+	if len(snap.Pods) == 0 && ended && j.Status.Terminal() {
+		out = max(out, MarkStepsGone(j, now))
+	}
+	return out
 }
 
 // touch compares j with its state before, ignoring the watermarks, and stamps a change.
@@ -186,19 +250,26 @@ func start(j *jobs.Job, at *time.Time) {
 	}
 }
 
-// finish moves j to a terminal status unless it already has one (terminal states are sticky).
-func finish(j *jobs.Job, s jobs.Status, reason, msg string, at time.Time) {
+// finish ends j (jobs.Job.End: a requested cancel turns every end into a cancel, at now) unless
+// it has ended already; an end other than a loss or cancel dates the job's start from its steps
+// if nothing else did.
+func finish(j *jobs.Job, s jobs.Status, reason, msg string, at, now time.Time) {
 	if j.Status.Terminal() {
 		return
 	}
-	if j.StartedAt == nil && s != jobs.StatusLost && s != jobs.StatusCancelled {
+	if j.StartedAt == nil && !j.CancelRequested && s != jobs.StatusLost && s != jobs.StatusCancelled {
 		if first := firstStart(j); first != nil {
 			j.StartedAt = first
 		}
 	}
-	j.Status, j.Reason, j.Message = s, reason, msg
-	at = at.UTC()
-	j.FinishedAt = &at
+	j.End(s, reason, msg, at, now)
+}
+
+// settle applies the rules that hold whatever was applied last: in a cancelled job the steps
+// the cancel killed read cancelled, and a failed job names its failing step.
+func settle(j *jobs.Job) {
+	j.MarkCancelledSteps()
+	explainFailure(j)
 }
 
 // explainFailure names the failing step, exit code and reason in a failed job's message as soon
@@ -254,29 +325,19 @@ func mergeStep(j *jobs.Job, s jobs.Step) {
 			continue
 		}
 		switch {
-		case rank(s.Status) > rank(cur.Status):
+		case s.Status.Rank() > cur.Status.Rank():
 			if s.StartedAt == nil {
 				s.StartedAt = cur.StartedAt
 			}
 			*cur = s
-		case rank(s.Status) == rank(cur.Status) && cur.Status == jobs.StepWaiting:
+		case s.Status.Rank() == cur.Status.Rank() && cur.Status == jobs.StepWaiting && cur.Reason != jobs.StepReasonNotStarted:
 			cur.Reason, cur.Message = s.Reason, s.Message
-		case rank(s.Status) == rank(cur.Status) && cur.StartedAt == nil:
+		case s.Status.Rank() == cur.Status.Rank() && cur.StartedAt == nil:
 			cur.StartedAt = s.StartedAt
 		}
 		return
 	}
 	j.Steps = append(j.Steps, s)
-}
-
-func rank(s jobs.StepStatus) int {
-	switch s {
-	case jobs.StepRunning:
-		return 1
-	case jobs.StepSucceeded, jobs.StepFailed:
-		return 2
-	}
-	return 0
 }
 
 func firstStart(j *jobs.Job) *time.Time {

@@ -30,7 +30,7 @@ const Name = "status-sync"
 type Store interface {
 	GetJob(ctx context.Context, id string) (*jobs.Job, error)
 	UpdateJob(ctx context.Context, id string, fn func(*jobs.Job) (bool, error)) (*jobs.Job, bool, error)
-	ListActive(ctx context.Context, cursor string, limit int) ([]*jobs.Job, string, error)
+	ListUnsettled(ctx context.Context, cursor string, limit int) ([]*jobs.Job, string, error)
 }
 
 // Observer reads a job's objects from the cluster the job runs on.
@@ -155,17 +155,19 @@ type Report struct {
 	Checked, Changed, Failed int
 }
 
-// Resync reads every non-terminal job's objects from its cluster and applies them, so that what
-// the event stream missed (adapter down, events dropped, objects gone) is repaired. It emits
-// job.changed for each job it changed. A cluster that cannot be read is skipped until next time.
+// Resync reads back from its cluster every job whose state is not settled — not ended, or ended
+// with steps that do not agree with it yet (jobs.Job.NeedsResync) — and applies what it finds
+// (Reconcile), so that what the event stream missed (adapter down, events dropped, objects gone)
+// is repaired. It emits job.changed for each job it changed. A cluster that cannot be read is
+// skipped until next time.
 func (h *Handler) Resync(ctx context.Context) (Report, error) {
 	var rep Report
 	var errs []error
 	cursor := ""
 	for {
-		page, next, err := h.Store.ListActive(ctx, cursor, 200)
+		page, next, err := h.Store.ListUnsettled(ctx, cursor, 200)
 		if err != nil {
-			return rep, fmt.Errorf("resync: list active jobs: %w", err)
+			return rep, fmt.Errorf("resync: list unsettled jobs: %w", err)
 		}
 		for _, j := range page {
 			rep.Checked++
@@ -199,16 +201,7 @@ func (h *Handler) resyncJob(ctx context.Context, j *jobs.Job) (bool, error) {
 	var out Outcome
 	stored, _, err := h.Store.UpdateJob(ctx, j.ID, func(j *jobs.Job) (bool, error) {
 		previous = j.Status
-		now := h.now()
-		out = Stale
-		for i := range snap.Pods {
-			out = max(out, ApplyPod(j, &snap.Pods[i], false, now))
-		}
-		if snap.Job != nil {
-			out = max(out, ApplyJob(j, snap.Job, false, now))
-		} else if !j.Status.Terminal() && now.Sub(j.CreatedAt) > h.grace() {
-			out = max(out, MarkGone(j, now))
-		}
+		out = Reconcile(j, snap, h.now(), h.grace())
 		return out.Stored(), nil
 	})
 	if err != nil {

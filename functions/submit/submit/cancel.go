@@ -11,8 +11,8 @@ import (
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
 )
 
-// ReasonCancelled is the reason of a job stopped by DELETE /v1/jobs/{id}.
-const ReasonCancelled = "Cancelled"
+// ReasonCancelled is the reason of a job stopped by DELETE /v1/jobs/{id} (jobs.ReasonCancelled).
+const ReasonCancelled = jobs.ReasonCancelled
 
 // Deleter removes a job's objects from the cluster it runs on.
 type Deleter interface {
@@ -33,6 +33,12 @@ func (h *Handler) serveDelete(w http.ResponseWriter, r *http.Request) {
 // its pods are terminated at once (a suspended Job would keep them until the Job controller got
 // to it) and kept by their log-archive finalizer until their logs are archived. Calling it again
 // is harmless: the objects are already gone and a terminal job stays as it is.
+//
+// Both writes are the store's conditional updates, so a concurrent status-sync write cannot undo
+// them: the cancel request is stored only if the job has not ended (else the job ended before
+// the cancel, and keeps its end), and once it is stored every end — this final write, or
+// status-sync seeing the pod killed or the objects gone, whichever comes first — is a cancel
+// (jobs.Job.End).
 func (h *Handler) Delete(ctx context.Context, p *auth.Principal, id string) (*jobs.Job, error) {
 	j, err := h.Store.GetJob(ctx, id)
 	if err != nil {
@@ -45,8 +51,8 @@ func (h *Handler) Delete(ctx context.Context, p *auth.Principal, id string) (*jo
 		return nil, fmt.Errorf("cancel job %s: %w", id, jobs.ErrForbidden)
 	}
 	if !j.Status.Terminal() && !j.CancelRequested {
-		// Recorded first, so that status-sync and the resync take the Job's disappearance for
-		// a cancel, not a loss, whatever happens next.
+		// Recorded first, so that status-sync and the resync take the Job's disappearance and
+		// the pod's kill for a cancel, not a loss or a failure, whatever happens next.
 		if j, _, err = h.Store.UpdateJob(ctx, id, func(j *jobs.Job) (bool, error) {
 			if j.Status.Terminal() || j.CancelRequested {
 				return false, nil
@@ -62,14 +68,8 @@ func (h *Handler) Delete(ctx context.Context, p *auth.Principal, id string) (*jo
 	}
 	var previous jobs.Status
 	stored, changed, err := h.Store.UpdateJob(ctx, id, func(j *jobs.Job) (bool, error) {
-		if j.Status.Terminal() {
-			return false, nil
-		}
 		previous = j.Status
-		at := h.now()
-		j.Status, j.Reason, j.Message = jobs.StatusCancelled, ReasonCancelled, "cancelled by "+p.User
-		j.FinishedAt, j.UpdatedAt = &at, at
-		return true, nil
+		return j.CancelRequested && j.EndCancelled(h.now()), nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("record cancel: %w", err)

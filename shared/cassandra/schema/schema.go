@@ -144,7 +144,7 @@ func Migrate(ctx context.Context, c cassandra.Config) (err error) {
 type Retention struct {
 	// Jobs applies to jobs_by_id and the list tables jobs_by_service and jobs_by_task; every
 	// write of a job rewrites all its columns, so a job expires Jobs after its last change.
-	// active_jobs never expires: its rows leave when their job ends.
+	// active_jobs never expires: its rows leave when their job is settled (ended, steps too).
 	Jobs time.Duration
 	// Logs applies to log_chunks and log_steps, whose rows are written once (or a few times
 	// at the end of a step); their TWCS window is set to about a thirtieth of it.

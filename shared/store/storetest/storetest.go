@@ -54,7 +54,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		"Update":                testUpdate,
 		"UpdateConcurrent":      testUpdateConcurrent,
 		"RevisionOnlyOnChange":  testRevisionOnlyOnChange,
-		"ListActive":            testListActive,
+		"ListUnsettled":         testListUnsettled,
 		"ListJobs":              testListJobs,
 		"ListJobsAfterUpdate":   testListJobsAfterUpdate,
 		"ListJobsInvalid":       testListJobsInvalid,
@@ -532,7 +532,7 @@ func testRevisionOnlyOnChange(t *testing.T, f *fixture) {
 	}
 }
 
-// activeIDs walks every page of ListActive with the given page size and returns, in order, the
+// activeIDs walks every page of ListUnsettled with the given page size and returns, in order, the
 // ids among mine. It checks the global order (oldest first, then id) and that no job repeats.
 func activeIDs(t *testing.T, f *fixture, limit int, mine map[string]bool) []string {
 	t.Helper()
@@ -544,25 +544,25 @@ func activeIDs(t *testing.T, f *fixture, limit int, mine map[string]bool) []stri
 	)
 	for pages := 0; ; pages++ {
 		if pages > 100000 {
-			t.Fatalf("ListActive did not end")
+			t.Fatalf("ListUnsettled did not end")
 		}
-		js, next, err := f.s.ListActive(f.ctx, cursor, limit)
+		js, next, err := f.s.ListUnsettled(f.ctx, cursor, limit)
 		if err != nil {
-			t.Fatalf("ListActive: %v", err)
+			t.Fatalf("ListUnsettled: %v", err)
 		}
 		if len(js) > limit {
-			t.Fatalf("ListActive returned %d jobs for limit %d", len(js), limit)
+			t.Fatalf("ListUnsettled returned %d jobs for limit %d", len(js), limit)
 		}
 		for _, j := range js {
-			if j.Status.Terminal() {
-				t.Errorf("ListActive returned %s in terminal status %s", j.ID, j.Status)
+			if !j.NeedsResync() {
+				t.Errorf("ListUnsettled returned %s, settled in status %s", j.ID, j.Status)
 			}
 			if seen[j.ID] {
-				t.Errorf("ListActive returned %s twice", j.ID)
+				t.Errorf("ListUnsettled returned %s twice", j.ID)
 			}
 			seen[j.ID] = true
 			if last != nil && (j.CreatedAt.Before(last.CreatedAt) || j.CreatedAt.Equal(last.CreatedAt) && j.ID < last.ID) {
-				t.Errorf("ListActive returned %s (%v) after %s (%v): not oldest first", j.ID, j.CreatedAt, last.ID, last.CreatedAt)
+				t.Errorf("ListUnsettled returned %s (%v) after %s (%v): not oldest first", j.ID, j.CreatedAt, last.ID, last.CreatedAt)
 			}
 			last = j
 			if mine[j.ID] {
@@ -576,7 +576,9 @@ func activeIDs(t *testing.T, f *fixture, limit int, mine map[string]bool) []stri
 	}
 }
 
-func testListActive(t *testing.T, f *fixture) {
+// testListUnsettled: the resync's list holds the jobs that have not ended and those that ended
+// with steps not settled yet, until they are.
+func testListUnsettled(t *testing.T, f *fixture) {
 	mk := func(status jobs.Status, created time.Time) *jobs.Job {
 		j := f.newJob("iso", created)
 		j.Status = status
@@ -594,7 +596,7 @@ func testListActive(t *testing.T, f *fixture) {
 	want := append([]string{pending.ID, running.ID}, ties...)
 	for _, limit := range []int{1, 2, 3, 1000} {
 		if got := activeIDs(t, f, limit, mine); !slices.Equal(got, want) {
-			t.Errorf("ListActive(limit %d) = %v, want %v", limit, got, want)
+			t.Errorf("ListUnsettled(limit %d) = %v, want %v", limit, got, want)
 		}
 	}
 
@@ -604,11 +606,23 @@ func testListActive(t *testing.T, f *fixture) {
 	f.update(t, tie2.ID, func(j *jobs.Job) { j.Status = jobs.StatusLost })
 	want = []string{pending.ID}
 	if got := activeIDs(t, f, 2, mine); !slices.Equal(got, want) {
-		t.Errorf("ListActive after terminal updates = %v, want %v", got, want)
+		t.Errorf("ListUnsettled after terminal updates = %v, want %v", got, want)
 	}
-	f.update(t, pending.ID, func(j *jobs.Job) { j.Status = jobs.StatusSucceeded })
+
+	// Ended, but a step still shows running: listed until the step is settled.
+	f.update(t, pending.ID, func(j *jobs.Job) {
+		j.Status = jobs.StatusSucceeded
+		j.Steps = []jobs.Step{{Name: "build", Status: jobs.StepSucceeded}, {Name: "upload", Status: jobs.StepRunning}}
+	})
+	f.update(t, done.ID, func(j *jobs.Job) { j.Steps = []jobs.Step{{Name: "build", Status: jobs.StepWaiting}} })
+	want = []string{pending.ID, done.ID}
+	if got := activeIDs(t, f, 1, mine); !slices.Equal(got, want) {
+		t.Errorf("ListUnsettled with ended jobs' steps unsettled = %v, want %v", got, want)
+	}
+	f.update(t, pending.ID, func(j *jobs.Job) { j.Steps[1].Status = jobs.StepSucceeded })
+	f.update(t, done.ID, func(j *jobs.Job) { j.Steps[0].Reason = jobs.StepReasonNotStarted })
 	if got := activeIDs(t, f, 2, mine); len(got) != 0 {
-		t.Errorf("ListActive after all ended = %v, want none", got)
+		t.Errorf("ListUnsettled after all ended and settled = %v, want none", got)
 	}
 }
 
