@@ -113,9 +113,11 @@ type sim struct {
 	events []recEvent
 }
 
+// tick moves the clock on by d and returns the time as an object shows it: metav1.Time is
+// written in whole seconds.
 func (s *sim) tick(d time.Duration) metav1.Time {
 	s.now = s.now.Add(d)
-	return metav1.NewTime(s.now)
+	return metav1.NewTime(s.now.Truncate(time.Second))
 }
 
 func (s *sim) emitJob(deleted bool) {
@@ -279,7 +281,7 @@ func record(n int, sc scenario, rv *int) recorded {
 	s.tick(40 * time.Millisecond)
 	cond := func(t batchv1.JobConditionType, reason, msg string) batchv1.JobCondition {
 		return batchv1.JobCondition{Type: t, Status: corev1.ConditionTrue, Reason: reason, Message: msg,
-			LastProbeTime: metav1.NewTime(s.now), LastTransitionTime: metav1.NewTime(s.now)}
+			LastProbeTime: metav1.NewTime(s.now.Truncate(time.Second)), LastTransitionTime: metav1.NewTime(s.now.Truncate(time.Second))}
 	}
 	s.kj.Status.Active, s.kj.Status.Ready = 0, &zero
 	if outcome == "failed" {
@@ -295,7 +297,7 @@ func record(n int, sc scenario, rv *int) recorded {
 		s.kj.Status.Conditions = append(s.kj.Status.Conditions, cond(batchv1.JobFailed, "BackoffLimitExceeded", "Job has reached the specified backoff limit"))
 	} else {
 		s.kj.Status.Conditions = append(s.kj.Status.Conditions, cond(batchv1.JobComplete, "CompletionsReached", "Reached expected number of succeeded pods"))
-		s.kj.Status.CompletionTime = ptr(metav1.NewTime(s.now))
+		s.kj.Status.CompletionTime = ptr(metav1.NewTime(s.now.Truncate(time.Second)))
 	}
 	s.emitJob(false)
 	s.pod.Finalizers = []string{kube.PodFinalizer}
