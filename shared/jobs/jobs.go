@@ -82,9 +82,6 @@ const (
 	StepUnknown StepStatus = "unknown"
 )
 
-// StepStatuses lists every step status, in the order a step goes through them.
-var StepStatuses = []StepStatus{StepWaiting, StepRunning, StepUnknown, StepSucceeded, StepFailed, StepCancelled}
-
 // Reasons of steps set by the job's own rules (a container's reasons come from Kubernetes).
 const (
 	// StepReasonNotStarted: the step was still waiting when the job's pod ended; it never ran.
