@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
 )
 
 var t0 = time.Date(2026, 11, 27, 19, 0, 0, 0, time.UTC)
@@ -157,6 +158,61 @@ func TestApply(t *testing.T) {
 			}
 			if tc.check != nil {
 				tc.check(t, j)
+			}
+		})
+	}
+}
+
+// Reconcile marks the unsettled steps of an ended job unknown only when no pod can still come.
+func TestReconcile(t *testing.T) {
+	now := t0.Add(time.Hour)
+	ended := func() *jobs.Job {
+		j := newJob()
+		j.Status, j.FinishedAt = jobs.StatusSucceeded, &now
+		j.Steps[0] = jobs.Step{Name: "fetch", Status: jobs.StepSucceeded}
+		j.Steps[1] = jobs.Step{Name: "build", Status: jobs.StepRunning}
+		return j
+	}
+	tests := map[string]struct {
+		job       *jobs.Job
+		snap      kube.Snapshot
+		want      jobs.StepStatus
+		wantOut   Outcome
+		wantState jobs.Status
+	}{
+		"ended, Job and pods gone": {job: ended(), snap: kube.Snapshot{}, want: jobs.StepUnknown, wantOut: Changed, wantState: jobs.StatusSucceeded},
+		"ended, Job shows its end, pods gone": {job: ended(), snap: kube.Snapshot{Job: kjob("90", cond(batchv1.JobComplete, ""))},
+			want: jobs.StepUnknown, wantOut: Changed, wantState: jobs.StatusSucceeded},
+		"ended, the pod still there and final": {job: ended(),
+			snap: kube.Snapshot{Pods: []corev1.Pod{*pod("91", corev1.PodSucceeded, []corev1.ContainerStatus{terminated("fetch", 0, "Completed")}, terminated("build", 0, "Completed"))}},
+			want: jobs.StepSucceeded, wantOut: Changed, wantState: jobs.StatusSucceeded},
+		"ended by cancel, the Job still being deleted, pods not listed": {
+			job: func() *jobs.Job {
+				j := ended()
+				j.Status, j.CancelRequested = jobs.StatusCancelled, true
+				return j
+			}(),
+			snap: kube.Snapshot{Job: kjob("92")}, want: jobs.StepRunning, wantOut: Recorded, wantState: jobs.StatusCancelled},
+		"not ended, Job gone after the grace, cancel requested": {
+			job: func() *jobs.Job {
+				j := newJob()
+				j.Status, j.CancelRequested = jobs.StatusRunning, true
+				j.Steps[1].Status = jobs.StepRunning
+				return j
+			}(),
+			snap: kube.Snapshot{}, want: jobs.StepUnknown, wantOut: Changed, wantState: jobs.StatusCancelled},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got := Reconcile(tc.job, tc.snap, now, time.Minute); got != tc.wantOut {
+				t.Errorf("outcome %v, want %v", got, tc.wantOut)
+			}
+			build := tc.job.Steps[1]
+			if tc.job.Status != tc.wantState || build.Status != tc.want {
+				t.Errorf("job %s, step build %s (%s); want %s, %s", tc.job.Status, build.Status, build.Reason, tc.wantState, tc.want)
+			}
+			if build.Status == jobs.StepUnknown && (build.Reason != jobs.StepReasonPodGone || build.Message == "") {
+				t.Errorf("unknown step without its reason: %+v", build)
 			}
 		})
 	}
