@@ -61,7 +61,8 @@ func TestJobSetTruth(t *testing.T) {
 				want = jobs.StepWaiting
 			}
 			if s.Status != want || (want == jobs.StepWaiting && s.Reason != jobs.StepReasonNotStarted) {
-				t.Errorf("%s: step %s is %s (%s), want %s", name, s.Name, s.Status, s.Reason, want)
+				t.Errorf("%s: step %s is %s (reason %s), want %s (a step waiting in an ended job: reason %s)",
+					name, s.Name, s.Status, s.Reason, want, jobs.StepReasonNotStarted)
 			}
 			if want == jobs.StepCancelled && (s.ExitCode == nil || *s.ExitCode != 137) {
 				t.Errorf("%s: cancelled step %s lost its exit code: %v", name, s.Name, s.ExitCode)

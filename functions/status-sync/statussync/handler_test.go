@@ -169,9 +169,9 @@ func (f *failingWrites) UpdateJob(ctx context.Context, id string, fn func(*jobs.
 }
 
 // A cancel racing the pod's Failed event (the kill it causes, exit 137) ends cancelled every
-// time, whichever write lands first: the event between the objects' deletion and cancel's final
-// write, after that write, or instead of it when it fails. The killed step reads cancelled with
-// its exit code.
+// time, whichever write lands first: the pod's events handled between the objects' deletion and
+// cancel's final write, after that write, or instead of it when it fails — each time before the
+// Job's deletion event. The killed step reads cancelled with its exit code.
 func TestCancelRacingPodFailed(t *testing.T) {
 	ctx := context.Background()
 	var r recorded
@@ -195,6 +195,7 @@ func TestCancelRacingPodFailed(t *testing.T) {
 	if len(kill) != 3 || kill[2].pod == nil || kill[2].pod.Status.Phase != corev1.PodFailed {
 		t.Fatalf("recorded job has no Job deletion and pod kill: %v", r.events)
 	}
+	jobDeleted, podKill := kill[:1], kill[1:]
 	alice := &auth.Principal{User: "alice", Role: auth.RoleSubmitter, Services: []string{"team-a"}}
 
 	for name, tc := range map[string]struct {
@@ -215,21 +216,17 @@ func TestCancelRacingPodFailed(t *testing.T) {
 					t.Fatal(err)
 				}
 				ss := &Handler{Store: st, Observer: observer{}, Emitter: &emitter{}, Now: func() time.Time { return replayNow }}
-				deliver := func() {
-					for _, e := range kill {
+				deliver := func(evs []recEvent) {
+					for _, e := range evs {
 						if _, res := ss.Receive(ctx, cloudEvent(t, e)); !protocol.IsACK(res) {
 							t.Fatalf("round %d: %v: %v", round, e, res)
 						}
 					}
 				}
-				for _, e := range before {
-					if _, res := ss.Receive(ctx, cloudEvent(t, e)); !protocol.IsACK(res) {
-						t.Fatalf("round %d: %v: %v", round, e, res)
-					}
-				}
+				deliver(before)
 				d := deleter{}
 				if tc.during {
-					d.during = deliver
+					d.during = func() { deliver(podKill) }
 				}
 				if tc.failFinal {
 					st.from = st.calls + 2 // the cancel request goes through, the final write fails
@@ -241,17 +238,22 @@ func TestCancelRacingPodFailed(t *testing.T) {
 				}
 				st.from = 0
 				if tc.after {
-					deliver()
+					deliver(podKill)
 				}
+				deliver(jobDeleted) // the Job's deletion event comes last: the pod's kill decides
+
 				got, err := st.GetJob(ctx, r.start.ID)
 				if err != nil {
 					t.Fatal(err)
 				}
 				step := got.Steps[stepIndex(got, "build-rpm")]
-				if got.Status != jobs.StatusCancelled || got.Reason != jobs.ReasonCancelled ||
-					step.Status != jobs.StepCancelled || step.ExitCode == nil || *step.ExitCode != 137 {
-					t.Fatalf("round %d: job %s %s %q, step build-rpm %s exit %v; want cancelled, the step cancelled with exit 137",
-						round, got.Status, got.Reason, got.Message, step.Status, step.ExitCode)
+				exit := int32(-1)
+				if step.ExitCode != nil {
+					exit = *step.ExitCode
+				}
+				if got.Status != jobs.StatusCancelled || got.Reason != jobs.ReasonCancelled || step.Status != jobs.StepCancelled || exit != 137 {
+					t.Fatalf("round %d: job %s %s %q, step build-rpm %s exit %d; want cancelled, the step cancelled with exit 137",
+						round, got.Status, got.Reason, got.Message, step.Status, exit)
 				}
 			}
 		})
