@@ -16,7 +16,7 @@ import (
 	"github.com/omnibuildplatform/omni-orchestrator/functions/status-sync/statussync"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/events"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
-	"github.com/omnibuildplatform/omni-orchestrator/test/platform"
+	"github.com/omnibuildplatform/omni-orchestrator/local/platform"
 )
 
 // podEndDropper drops, on their way to status-sync, the events of the pods labelled with its
