@@ -83,8 +83,9 @@ func TestResyncSettlesStepsOfDroppedPodEnd(t *testing.T) {
 	if omni.Router.Stats().Pings != pingsBefore {
 		t.Log("a scheduled resync ran meanwhile: the unsettled state before the resync is not checked")
 	} else {
-		if s := stepStatus(ended, "upload"); s != jobs.StepRunning || !ended.NeedsResync() {
-			t.Fatalf("before the resync: step upload %s, needs resync %v; want the step still running (its end was dropped)", s, ended.NeedsResync())
+		if s := ended.Steps[len(ended.Steps)-1]; s.Name != "upload" || s.Settled() || !ended.NeedsResync() {
+			t.Fatalf("before the resync: step %s %s (%s), needs resync %v; want step upload not settled (its end was dropped)",
+				s.Name, s.Status, s.Reason, ended.NeedsResync())
 		}
 		if ended.Reason == statussync.ReasonStepFailed {
 			t.Fatalf("before the resync the failure already names a step: %s", ended.Message)
