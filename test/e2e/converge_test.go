@@ -4,12 +4,18 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/cloudevents/sdk-go/v2/protocol"
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -17,6 +23,7 @@ import (
 	"github.com/omnibuildplatform/omni-orchestrator/local/platform"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/events"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/sqlite"
 )
 
 // podEndDropper drops, on their way to status-sync, the events of the pods labelled with its
@@ -129,4 +136,119 @@ func handledOrDropped(t *testing.T, cluster, id string, d *podEndDropper) bool {
 		}
 	}
 	return len(pods.Items) > 0
+}
+
+// noEmit takes the resync's job.changed events and drops them (the replay store is not the live one).
+type noEmit struct{}
+
+func (noEmit) Emit(context.Context, event.Event) error { return nil }
+
+// The operator's experiment on a real job set: the events the adapter sent for a success, a step
+// failure and a cancel, replayed into a fresh store shuffled, duplicated and with a share dropped,
+// then one resync against the live clusters: each job is the live one (for the cancel, whose
+// objects are gone by then, up to steps marked unknown and its end's time of observation).
+func TestReplayDroppedEventsThenResync(t *testing.T) {
+	const cluster = "x86_64"
+	success := alice.submit(t, rpmJob("team-a", cluster, nil))
+	failure := alice.submit(t, rpmJob("team-a", cluster, map[string]string{
+		platform.AnnotationFailStep: "build-rpm", platform.AnnotationExitCode: "3", platform.AnnotationReason: "BuildFailed",
+	}))
+	cancelled := alice.submit(t, rpmJob("team-a", cluster, map[string]string{platform.AnnotationHoldStep: "build-rpm"}))
+	alice.wait(t, cancelled.ID, "running build-rpm", func(j *jobs.Job) bool { return stepStatus(j, "build-rpm") == jobs.StepRunning })
+	if r := alice.do(t, http.MethodDelete, "/v1/jobs/"+cancelled.ID, nil); r.code != http.StatusOK {
+		t.Fatalf("cancel: %d %s", r.code, r.body)
+	}
+	var live []*jobs.Job
+	for _, j := range []*jobs.Job{success, failure} {
+		alice.wait(t, j.ID, "settled with the cluster's last snapshots handled", func(l *jobs.Job) bool {
+			return !l.NeedsResync() && lastSnapshotsHandled(t, cluster, j.ID)
+		})
+		live = append(live, alice.do(t, http.MethodGet, "/v1/jobs/"+j.ID, nil).job(t))
+	}
+	alice.wait(t, cancelled.ID, "settled with its objects gone", func(l *jobs.Job) bool {
+		return !l.NeedsResync() && len(k8sJobs(t, cluster, l.ID)) == 0 && len(pods(t, cluster, l.ID)) == 0
+	})
+	live = append(live, alice.do(t, http.MethodGet, "/v1/jobs/"+cancelled.ID, nil).job(t))
+	if c := live[2]; c.Status != jobs.StatusCancelled || stepStatus(c, "build-rpm") != jobs.StepCancelled {
+		t.Fatalf("live cancelled job: %s, build-rpm %s; want cancelled with the step cancelled", c.Status, stepStatus(c, "build-rpm"))
+	}
+
+	ctx := context.Background()
+	exact := cmpopts.IgnoreFields(jobs.Job{}, "Revision", "UpdatedAt", "Observed", "Parameters")
+	for seed := uint64(1); seed <= 6; seed++ {
+		share := 0.3
+		if seed == 6 {
+			share = 1 // every event lost: the resync alone
+		}
+		st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "replay.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		rng := rand.New(rand.NewPCG(seed, 7))
+		var list []event.Event
+		for _, l := range live {
+			fresh := l.Clone()
+			fresh.Status, fresh.Reason, fresh.Message, fresh.StartedAt, fresh.FinishedAt, fresh.Observed = jobs.StatusPending, "", "", nil, nil, nil
+			for i := range fresh.Steps {
+				fresh.Steps[i] = jobs.Step{Name: fresh.Steps[i].Name, Status: jobs.StepWaiting}
+			}
+			if err := st.CreateJob(ctx, fresh); err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range rec.of(l.ID) {
+				if rng.Float64() < share {
+					continue
+				}
+				list = append(list, e)
+				if rng.IntN(3) == 0 {
+					list = append(list, e)
+				}
+			}
+		}
+		rng.Shuffle(len(list), func(a, b int) { list[a], list[b] = list[b], list[a] })
+		h := &statussync.Handler{Store: st, Observer: omni.StatusSync.Observer, Emitter: noEmit{}, Grace: time.Millisecond}
+		for _, e := range list {
+			if _, res := h.Receive(ctx, e); !protocol.IsACK(res) {
+				t.Fatalf("seed %d: event %s: %v", seed, e.ID(), res)
+			}
+		}
+		if _, err := h.Resync(ctx); err != nil {
+			t.Fatalf("seed %d: resync: %v", seed, err)
+		}
+		for i, l := range live {
+			got, err := st.GetJob(ctx, l.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			what := fmt.Sprintf("seed %d (drop share %.1f, %d events replayed), job %s", seed, share, len(list), l.ID)
+			if i < 2 {
+				if d := cmp.Diff(l, got, exact); d != "" {
+					t.Errorf("%s: differs from the live job (-live +replayed):\n%s", what, d)
+				}
+				continue
+			}
+			if got.Status != l.Status || got.Reason != l.Reason || got.Message != l.Message || got.NeedsResync() {
+				t.Errorf("%s: %s %s %q (needs resync %v), want %s %s %q", what, got.Status, got.Reason, got.Message, got.NeedsResync(), l.Status, l.Reason, l.Message)
+			}
+			for k, s := range got.Steps {
+				if s.Status == jobs.StepUnknown && s.Reason == jobs.StepReasonPodGone {
+					continue // its end was only in the lost events, and the pod is gone
+				}
+				if d := cmp.Diff(l.Steps[k], s); d != "" {
+					t.Errorf("%s: step %s (-live +replayed):\n%s", what, s.Name, d)
+				}
+			}
+		}
+	}
+}
+
+func pods(t *testing.T, cluster, id string) []corev1.Pod {
+	t.Helper()
+	list, err := omni.Platform.Cluster(cluster).Clientset().CoreV1().Pods("default").List(context.Background(),
+		metav1.ListOptions{LabelSelector: jobIDLabel + "=" + id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return list.Items
 }

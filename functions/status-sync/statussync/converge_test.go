@@ -102,9 +102,13 @@ func replay(t *testing.T, what string, start *jobs.Job, evs []recEvent) *jobs.Jo
 	return j
 }
 
-// resync applies one resync read of snap, as Handler.Resync does, checking it moves forward.
+// resync applies one resync read of snap, as Handler.Resync does — only to a job on the
+// resync's list — checking it moves forward.
 func resync(t *testing.T, what string, j *jobs.Job, snap kube.Snapshot) {
 	t.Helper()
+	if !j.NeedsResync() {
+		return // settled: ListUnsettled does not return it
+	}
 	prev := j.Clone()
 	Reconcile(j, snap, replayNow, time.Minute)
 	if backwards(prev, j) {

@@ -74,9 +74,9 @@ func observe(j *jobs.Job, key, rv string, deleted bool) Outcome {
 }
 
 // ApplyJob applies a snapshot of the job's Kubernetes Job. deleted says it came with a delete.
-// The Job's own end time (completionTime, or the Failed condition's time) and, for a failure, its
-// reason are the job's whenever a Job snapshot shows them, so the result does not depend on which
-// event came first.
+// For a failure, the Job's reason is the job's whenever a Job snapshot shows it (until a failed
+// step is named), and so is the Job's end time (completionTime, or the Failed condition's time)
+// until the steps are settled (see settle), so the result does not depend on which came first.
 func ApplyJob(j *jobs.Job, kj *batchv1.Job, deleted bool, now time.Time) Outcome {
 	before := j.Clone()
 	if o := observe(j, "Job/"+kj.Name, kj.ResourceVersion, deleted); o != Recorded {
@@ -266,10 +266,28 @@ func finish(j *jobs.Job, s jobs.Status, reason, msg string, at, now time.Time) {
 }
 
 // settle applies the rules that hold whatever was applied last: in a cancelled job the steps
-// the cancel killed read cancelled, and a failed job names its failing step.
+// the cancel killed read cancelled; a failed job names its failing step; and a job that
+// succeeded or failed, once its steps are settled from its pod's final snapshot, ends when its
+// last step ended (the Job controller records its own end a little later, and which of the two
+// is seen first must not matter).
 func settle(j *jobs.Job) {
 	j.MarkCancelledSteps()
 	explainFailure(j)
+	if (j.Status == jobs.StatusSucceeded || j.Status == jobs.StatusFailed) && j.StepsSettled() {
+		var last *time.Time
+		for _, s := range j.Steps {
+			if s.Status == jobs.StepUnknown {
+				return // some end is not known: keep the Job's
+			}
+			if s.FinishedAt != nil && (last == nil || s.FinishedAt.After(*last)) {
+				last = s.FinishedAt
+			}
+		}
+		if last != nil {
+			end := *last
+			j.FinishedAt = &end
+		}
+	}
 }
 
 // explainFailure names the failing step, exit code and reason in a failed job's message as soon

@@ -63,8 +63,9 @@ func TestApply(t *testing.T) {
 				func(j *jobs.Job) Outcome { return ApplyJob(j, kjob("13", cond(batchv1.JobComplete, "")), false, now) },
 			},
 			want: jobs.StatusSucceeded,
-			// The Job's completion time replaces the end derived from the pod.
-			wantOutcome: []Outcome{Changed, Changed, Changed},
+			// The pod's last step end is the job's end: the Job's later completion time does
+			// not move it.
+			wantOutcome: []Outcome{Changed, Changed, Recorded},
 		},
 		"failing init step is named with exit code and reason": {
 			steps: []step{

@@ -277,8 +277,9 @@ func record(n int, sc scenario, rv *int) recorded {
 	s.pod.Status.Conditions = append(s.pod.Status.Conditions, corev1.PodCondition{Type: corev1.PodReady, Status: corev1.ConditionFalse, Reason: "PodCompleted", LastTransitionTime: s.tick(0)})
 	s.emitPod(false)
 
-	// The Job controller: counts the pod, then the end conditions, then lets the pod go.
-	s.tick(40 * time.Millisecond)
+	// The Job controller: counts the pod, then the end conditions, then lets the pod go. It
+	// reacts a little later, often in the next second.
+	s.tick(time.Duration(300+37*n) * time.Millisecond)
 	cond := func(t batchv1.JobConditionType, reason, msg string) batchv1.JobCondition {
 		return batchv1.JobCondition{Type: t, Status: corev1.ConditionTrue, Reason: reason, Message: msg,
 			LastProbeTime: metav1.NewTime(s.now.Truncate(time.Second)), LastTransitionTime: metav1.NewTime(s.now.Truncate(time.Second))}
