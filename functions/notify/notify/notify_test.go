@@ -22,8 +22,8 @@ import (
 	"knative.dev/pkg/logging"
 
 	"github.com/omnibuildplatform/omni-orchestrator/shared/events"
-	"github.com/omnibuildplatform/omni-orchestrator/shared/runtime"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/runtime"
 )
 
 // hit is one request a receiver got.
