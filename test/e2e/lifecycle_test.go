@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -288,6 +289,27 @@ func TestCreateFailureLeavesFailedJobAndNoObjects(t *testing.T) {
 	t.Cleanup(func() {
 		_ = cs.CoreV1().ResourceQuotas("default").Delete(context.Background(), quota.Name, metav1.DeleteOptions{})
 	})
+	// The API server's quota admission may not see a new quota for a while (it caches "this
+	// namespace has no quota" for 30 s after an earlier lookup): wait until a dry-run Job is refused.
+	probe := &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{Name: "e2e-quota-probe"},
+		Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
+			RestartPolicy: corev1.RestartPolicyNever,
+			Containers:    []corev1.Container{{Name: "c", Image: "busybox"}},
+		}}},
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for range tick.C {
+		_, err := cs.BatchV1().Jobs("default").Create(context.Background(), probe, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		if apierrors.IsForbidden(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the no-Jobs quota is not enforced by the API server within 90 s (dry-run create: %v)", err)
+		}
+	}
 	r := alice.do(t, http.MethodPost, "/v1/jobs", rpmJob("team-a", cluster, nil))
 	if r.code != http.StatusBadGateway {
 		t.Fatalf("submit under a no-Jobs quota: %d %s, want 502", r.code, r.body)
