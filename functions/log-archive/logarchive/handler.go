@@ -247,14 +247,23 @@ func containerOf(pods []corev1.Pod, step string) (*corev1.Pod, *corev1.Container
 func (h *Handler) archiveStep(ctx context.Context, cl Cluster, j *jobs.Job, pods []corev1.Pod, step string) (store.LogStep, error) {
 	st := store.LogStep{JobID: j.ID, Step: step}
 	pod, cs := containerOf(pods, step)
-	switch {
-	case pod == nil && len(pods) > 0, pod == nil && neverRan(j, step):
-		// The step never started: there is no log, and there will be none.
-		st.Complete = true
-		return st, h.putStep(ctx, st, "complete")
-	case pod == nil:
-		return h.incomplete(ctx, st, fmt.Sprintf("the job's pods were gone before the log of step %s was archived", step))
-	case cs.State.Running != nil:
+	if pod == nil {
+		// No listed pod holds a started container of the step. That alone does not mean the
+		// step never ran: its pod may have been deleted and replaced by one whose containers
+		// have not started (the Job controller does that for a force-deleted pod). Only a
+		// step the job record never saw start, with nothing stored of it, never ran.
+		held, err := h.storedSince(ctx, st)
+		if err != nil {
+			return st, err
+		}
+		if held.LastSeq == 0 && !started(j, step) && (len(pods) > 0 || neverRan(j, step)) {
+			// The step never started: there is no log, and there will be none.
+			st.Complete = true
+			return st, h.putStep(ctx, st, "complete")
+		}
+		return h.incomplete(ctx, held, fmt.Sprintf("the job's pods were gone before the log of step %s was archived", step))
+	}
+	if cs.State.Running != nil {
 		return st, fmt.Errorf("container %s of pod %s: %w", step, pod.Name, errStillRunning)
 	}
 	rc, err := cl.StreamLogs(ctx, pod.Namespace, pod.Name, step)
@@ -302,23 +311,31 @@ func (h *Handler) archiveStep(ctx context.Context, cl Cluster, j *jobs.Job, pods
 			return st, err
 		}
 	}
+	// An earlier delivery may have stored more of this step than the stream gave now (the
+	// log was read from another pod, or shrank): the state counts what the store holds, and a
+	// log that no longer matches what was stored is not whole.
+	more, err := h.storedSince(ctx, st)
+	if err != nil {
+		return st, err
+	}
+	if more.LastSeq > st.LastSeq {
+		return h.incomplete(ctx, more, fmt.Sprintf("the log of pod %s ends before what an earlier archive of step %s stored", pod.Name, step))
+	}
 	st.Complete = true
 	archivedBytes.Add(float64(st.Bytes))
 	archivedLines.Add(float64(st.Lines))
 	return st, h.putStep(ctx, st, "complete")
 }
 
-// incomplete records that the log of st's step can no longer be read, with what an earlier,
-// interrupted delivery stored of it (that is all there will be).
-func (h *Handler) incomplete(ctx context.Context, st store.LogStep, reason string) (store.LogStep, error) {
-	st.Incomplete, st.Reason = true, reason
+// storedSince returns st with the archived chunks stored after st.LastSeq added to its counts.
+func (h *Handler) storedSince(ctx context.Context, st store.LogStep) (store.LogStep, error) {
 	for {
 		cs, err := h.Logs.LogChunks(ctx, st.JobID, st.Step, store.LogSourceArchive, st.LastSeq, 100)
 		if err != nil {
-			return st, err
+			return st, fmt.Errorf("read the stored chunks of step %s: %w", st.Step, err)
 		}
 		if len(cs) == 0 {
-			break
+			return st, nil
 		}
 		for _, c := range cs {
 			st.LastSeq = c.Seq
@@ -326,6 +343,16 @@ func (h *Handler) incomplete(ctx context.Context, st store.LogStep, reason strin
 			st.Lines += int64(c.Lines)
 		}
 	}
+}
+
+// incomplete records that the log of st's step can no longer be read, with what an earlier,
+// interrupted delivery stored of it (that is all there will be).
+func (h *Handler) incomplete(ctx context.Context, st store.LogStep, reason string) (store.LogStep, error) {
+	st, err := h.storedSince(ctx, st)
+	if err != nil {
+		return st, err
+	}
+	st.Complete, st.Incomplete, st.Reason = false, true, reason
 	return st, h.putStep(ctx, st, "incomplete")
 }
 
@@ -335,6 +362,17 @@ func (h *Handler) putStep(ctx context.Context, st store.LogStep, outcome string)
 	}
 	archivedSteps.WithLabelValues(outcome).Inc()
 	return nil
+}
+
+// started reports whether the job's record says step started: it has a start time or a
+// status past waiting.
+func started(j *jobs.Job, step string) bool {
+	for _, s := range j.Steps {
+		if s.Name == step {
+			return s.StartedAt != nil || (s.Status != "" && s.Status != jobs.StepWaiting)
+		}
+	}
+	return false
 }
 
 // neverRan reports whether the job's record says step never started.

@@ -337,6 +337,85 @@ func TestArchiveWhenPodsAreGone(t *testing.T) {
 	}
 }
 
+// The race behind an empty "complete" log: the first delivery stored a chunk of fetch and
+// died; the pod was then force-deleted and the Job controller made a replacement whose
+// containers have not started. The redelivery lists only that replacement. A step the job
+// record saw start, or with chunks stored, must not be recorded as "never ran, complete and
+// empty"; and no state may count fewer lines than the store holds.
+func TestArchiveReplacementPodNotStarted(t *testing.T) {
+	f := newFixture(t, 10)
+	f.job.Status = jobs.StatusFailed
+	f.job.Steps[1].Status = jobs.StepFailed
+	f.job.Steps[2] = jobs.Step{Name: "upload", Status: jobs.StepWaiting} // never ran
+	waiting := func(name string) corev1.ContainerStatus {
+		return corev1.ContainerStatus{Name: name, State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "PodInitializing"}}}
+	}
+	f.cluster.pods[0] = corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "omni-job-1-new", Namespace: "default", Labels: map[string]string{kube.LabelJobID: f.job.ID},
+			Finalizers: []string{kube.PodFinalizer}, CreationTimestamp: metav1.NewTime(t0.Add(time.Minute))},
+		Status: corev1.PodStatus{
+			Phase:                 corev1.PodPending,
+			InitContainerStatuses: []corev1.ContainerStatus{waiting("fetch"), waiting("build")},
+			ContainerStatuses:     []corev1.ContainerStatus{waiting("upload")},
+		},
+	}
+	partial := []store.LogChunk{
+		{JobID: f.job.ID, Step: "fetch", Source: store.LogSourceArchive, Seq: 1, Data: []byte("a\nb\n"), Lines: 2},
+		{JobID: f.job.ID, Step: "fetch", Source: store.LogSourceArchive, Seq: 2, Data: []byte("c\n"), Lines: 1},
+	}
+	for _, c := range partial {
+		if err := f.st.PutLogChunk(t.Context(), c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reply, res := receive(t, f.h, f.event(t))
+	if !protocol.IsACK(res) {
+		t.Fatalf("Receive: %v", res)
+	}
+	if d := archivedData(t, reply); d.Complete {
+		t.Errorf("logs.archived says complete although steps that ran have no whole log: %+v", d)
+	}
+	got := f.logSteps(t)
+	want := map[string]store.LogStep{
+		"fetch":  {JobID: f.job.ID, Step: "fetch", LastSeq: 2, Bytes: 6, Lines: 3, Incomplete: true},
+		"build":  {JobID: f.job.ID, Step: "build", Incomplete: true},
+		"upload": {JobID: f.job.ID, Step: "upload", Complete: true},
+	}
+	for step, w := range want {
+		g := got[step]
+		if w.Incomplete && g.Reason == "" {
+			t.Errorf("step %s: incomplete without a reason", step)
+		}
+		g.Reason = ""
+		if d := cmp.Diff(w, g); d != "" {
+			t.Errorf("step %s state (-want +got):\n%s", step, d)
+		}
+	}
+	for k, n := range f.cluster.streams {
+		t.Errorf("%s streamed %d times from a pod whose containers never started", k, n)
+	}
+}
+
+// A stream that gives fewer chunks than an earlier delivery stored does not shrink the state.
+func TestArchiveNeverCountsLessThanStored(t *testing.T) {
+	f := newFixture(t, 3)
+	extra := store.LogChunk{JobID: f.job.ID, Step: "build", Source: store.LogSourceArchive, Seq: 2, Data: []byte("x\n"), Lines: 1}
+	if err := f.st.PutLogChunk(t.Context(), extra); err != nil {
+		t.Fatal(err)
+	}
+	if _, res := receive(t, f.h, f.event(t)); !protocol.IsACK(res) {
+		t.Fatalf("Receive: %v", res)
+	}
+	b := f.logSteps(t)["build"]
+	stored := f.archived(t, "build")
+	if b.Bytes != int64(len(stored)) || b.Lines != int64(strings.Count(stored, "\n")) || b.LastSeq != 2 {
+		t.Errorf("build state %+v; the store holds %d bytes, %d lines in 2 chunks", b, len(stored), strings.Count(stored, "\n"))
+	}
+	if !b.Incomplete || b.Complete {
+		t.Errorf("build state %+v: want incomplete (the log no longer matches what was stored)", b)
+	}
+}
+
 func TestArchiveStepOutcomes(t *testing.T) {
 	notFound := apierrors.NewNotFound(schema.GroupResource{Resource: "pods"}, "omni-job-1-abc")
 	badRequest := apierrors.NewBadRequest(`container "build" in pod "omni-job-1-abc" is not available`)
@@ -369,6 +448,7 @@ func TestArchiveStepOutcomes(t *testing.T) {
 			setup: func(f *fixture) {
 				f.cluster.pods[0].Status.ContainerStatuses[0].State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "PodInitializing"}}
 				f.cluster.logs["omni-job-1-abc/upload"] = ""
+				f.job.Steps[2] = jobs.Step{Name: "upload", Status: jobs.StepWaiting}
 			},
 			wantStates: map[string]string{"fetch": "complete", "build": "complete", "upload": "complete"},
 		},
