@@ -36,6 +36,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/omnibuildplatform/omni-orchestrator/shared/kube/names"
 )
 
 // Annotations that steer the simulated pods; see the package documentation.
@@ -50,7 +52,7 @@ const (
 )
 
 // JobIDLabel is the label whose presence selects the Jobs and Pods the adapters watch.
-const JobIDLabel = "omni.openeuler.org/job-id"
+const JobIDLabel = names.LabelJobID
 
 // ClusterSpec names one cluster to start.
 type ClusterSpec struct {

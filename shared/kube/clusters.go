@@ -1,6 +1,8 @@
 // Package kube wraps the build clusters: the per-arch cluster configs (config/clusters/*.yaml),
 // a client per engine instance, the choice of an instance for a new job, and the few calls the
-// functions make on a cluster (create a job's objects, read them back, delete them).
+// functions make on a cluster: create a job's objects, read them and its pods back, locate a
+// step's container, stream its log, remove the pod finalizer, delete the objects — always in the
+// namespace stored with the job. It is the one place that talks to a build cluster.
 package kube
 
 import (
@@ -23,6 +25,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/kube/names"
 )
 
 // ArchConfig is one per-arch cluster config file: config/clusters/<arch>.yaml.
@@ -260,7 +263,7 @@ func (c *Cluster) hasRoom(ctx context.Context) (bool, error) {
 }
 
 func (c *Cluster) countActive(ctx context.Context) (int, error) {
-	list, err := c.Client.BatchV1().Jobs(c.Namespace).List(ctx, listOpts(LabelManagedBy+"="+ManagedBy))
+	list, err := c.Client.BatchV1().Jobs(c.Namespace).List(ctx, listOpts(names.LabelManagedBy+"="+names.ManagedBy))
 	if err != nil {
 		return 0, fmt.Errorf("count jobs on %s: %w", c.Name, err)
 	}

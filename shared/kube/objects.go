@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -12,17 +14,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
-)
-
-// Labels and values set on every object this project creates.
-const (
-	LabelJobID     = "omni.openeuler.org/job-id"
-	LabelManagedBy = "app.kubernetes.io/managed-by"
-	ManagedBy      = "omni-orchestrator"
-	// PodFinalizer holds a job's pods until log-archive has stored their logs.
-	PodFinalizer = "omni.openeuler.org/log-archive"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/kube/names"
 )
 
 func listOpts(selector string) metav1.ListOptions { return metav1.ListOptions{LabelSelector: selector} }
@@ -47,16 +42,16 @@ func (c *Cluster) Create(ctx context.Context, jobID string, objs []*unstructured
 		if !ok {
 			return fmt.Errorf("create %s %s: kind not allowed", o.GetKind(), o.GetName())
 		}
-		_, err := c.Dynamic.Resource(gvr).Namespace(o.GetNamespace()).Create(ctx, o, metav1.CreateOptions{FieldManager: ManagedBy})
+		_, err := c.Dynamic.Resource(gvr).Namespace(o.GetNamespace()).Create(ctx, o, metav1.CreateOptions{FieldManager: names.ManagedBy})
 		if apierrors.IsAlreadyExists(err) {
 			cur, gerr := c.Dynamic.Resource(gvr).Namespace(o.GetNamespace()).Get(ctx, o.GetName(), metav1.GetOptions{})
-			if gerr == nil && cur.GetLabels()[LabelJobID] == jobID {
+			if gerr == nil && cur.GetLabels()[names.LabelJobID] == jobID {
 				continue
 			}
 		}
 		if err != nil {
 			cerr := fmt.Errorf("create %s %s on %s: %w", o.GetKind(), o.GetName(), c.Name, err)
-			if derr := c.DeleteJobObjects(context.WithoutCancel(ctx), jobID); derr != nil {
+			if derr := c.DeleteJobObjects(context.WithoutCancel(ctx), o.GetNamespace(), jobID); derr != nil {
 				return errors.Join(cerr, fmt.Errorf("clean up: %w", derr))
 			}
 			return cerr
@@ -65,19 +60,29 @@ func (c *Cluster) Create(ctx context.Context, jobID string, objs []*unstructured
 	return nil
 }
 
-// DeleteJobObjects deletes every Job, ConfigMap and Secret labelled with jobID, with
-// propagation Background (the Job controller then removes the pods). Missing objects are fine.
-func (c *Cluster) DeleteJobObjects(ctx context.Context, jobID string) error {
+// ns returns namespace, the one stored with a job; a job recorded before namespaces were
+// stored ("") lives in the instance's namespace.
+func (c *Cluster) ns(namespace string) string {
+	if namespace == "" {
+		return c.Namespace
+	}
+	return namespace
+}
+
+// DeleteJobObjects deletes every Job, ConfigMap and Secret of job jobID in namespace (the one
+// stored with the job), with propagation Background (the Job controller then removes the pods).
+// Missing objects are fine.
+func (c *Cluster) DeleteJobObjects(ctx context.Context, namespace, jobID string) error {
 	bg := metav1.DeletePropagationBackground
 	opts := metav1.DeleteOptions{PropagationPolicy: &bg}
-	sel := listOpts(LabelJobID + "=" + jobID)
+	sel := listOpts(names.JobSelector(jobID))
 	var errs []error
 	for _, gvr := range []schema.GroupVersionResource{
 		{Group: "batch", Version: "v1", Resource: "jobs"},
 		{Version: "v1", Resource: "configmaps"},
 		{Version: "v1", Resource: "secrets"},
 	} {
-		if err := c.Dynamic.Resource(gvr).Namespace(c.Namespace).DeleteCollection(ctx, opts, sel); err != nil && !apierrors.IsNotFound(err) {
+		if err := c.Dynamic.Resource(gvr).Namespace(c.ns(namespace)).DeleteCollection(ctx, opts, sel); err != nil && !apierrors.IsNotFound(err) {
 			errs = append(errs, fmt.Errorf("delete %s of job %s on %s: %w", gvr.Resource, jobID, c.Name, err))
 		}
 	}
@@ -90,22 +95,126 @@ type Snapshot struct {
 	Pods []corev1.Pod
 }
 
-// Observe reads the Kubernetes Job and the pods labelled with jobID from the cluster.
-func (c *Cluster) Observe(ctx context.Context, jobID string) (Snapshot, error) {
+// Observe reads the Kubernetes Job and the pods of job jobID in namespace.
+func (c *Cluster) Observe(ctx context.Context, namespace, jobID string) (Snapshot, error) {
 	var s Snapshot
-	list, err := c.Client.BatchV1().Jobs(c.Namespace).List(ctx, listOpts(LabelJobID+"="+jobID))
+	list, err := c.Client.BatchV1().Jobs(c.ns(namespace)).List(ctx, listOpts(names.JobSelector(jobID)))
 	if err != nil {
 		return s, fmt.Errorf("list jobs of %s on %s: %w", jobID, c.Name, err)
 	}
 	if len(list.Items) > 0 {
 		s.Job = &list.Items[0]
 	}
-	pods, err := c.Client.CoreV1().Pods(c.Namespace).List(ctx, listOpts(LabelJobID+"="+jobID))
-	if err != nil {
-		return s, fmt.Errorf("list pods of %s on %s: %w", jobID, c.Name, err)
+	if s.Pods, err = c.Pods(ctx, namespace, jobID); err != nil {
+		return s, err
 	}
-	s.Pods = pods.Items
 	return s, nil
+}
+
+// Pods lists the pods of job jobID in namespace (the one stored with the job).
+func (c *Cluster) Pods(ctx context.Context, namespace, jobID string) ([]corev1.Pod, error) {
+	pods, err := c.Client.CoreV1().Pods(c.ns(namespace)).List(ctx, listOpts(names.JobSelector(jobID)))
+	if err != nil {
+		return nil, fmt.Errorf("list pods of %s on %s: %w", jobID, c.Name, err)
+	}
+	return pods.Items, nil
+}
+
+// StepContainer locates a step among a job's pods: the newest pod in which the step's container
+// has started (running or terminated), with that container's status. A Job may have replaced
+// a pod (a retry, a force-deleted pod): the replacement, until its container starts, holds no
+// log of the step, so it is not the answer. Nil when no pod has started the step.
+func StepContainer(pods []corev1.Pod, step string) (*corev1.Pod, *corev1.ContainerStatus) {
+	var pod *corev1.Pod
+	var status *corev1.ContainerStatus
+	for i := range pods {
+		p := &pods[i]
+		for _, list := range [][]corev1.ContainerStatus{p.Status.InitContainerStatuses, p.Status.ContainerStatuses} {
+			for k := range list {
+				cs := &list[k]
+				if cs.Name != step || (cs.State.Running == nil && cs.State.Terminated == nil) {
+					continue
+				}
+				if pod == nil || p.CreationTimestamp.After(pod.CreationTimestamp.Time) {
+					pod, status = p, cs
+				}
+			}
+		}
+	}
+	return pod, status
+}
+
+// LogOptions choose what StreamLogs reads of a container's log.
+type LogOptions struct {
+	// Follow keeps the stream open while the container runs.
+	Follow bool
+	// Since, when set, skips the lines the runtime stamped before it. The API takes whole
+	// seconds: Since is rounded down, so lines up to a second before it still come.
+	Since time.Time
+}
+
+// StreamLogs opens the log of one container of a pod in namespace, each line prefixed with its
+// timestamp (read it with shared/logs).
+func (c *Cluster) StreamLogs(ctx context.Context, namespace, pod, container string, o LogOptions) (io.ReadCloser, error) {
+	opts := &corev1.PodLogOptions{Container: container, Follow: o.Follow, Timestamps: true}
+	if !o.Since.IsZero() {
+		since := metav1.NewTime(o.Since.Truncate(time.Second))
+		opts.SinceTime = &since
+	}
+	rc, err := c.Client.CoreV1().Pods(c.ns(namespace)).GetLogs(pod, opts).Stream(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("stream log of %s/%s on %s: %w", pod, container, c.Name, err)
+	}
+	return rc, nil
+}
+
+// finalizerAttempts bounds RemovePodFinalizer's read-and-patch rounds; a lost round means
+// another writer changed the pod's finalizers in between.
+const finalizerAttempts = 10
+
+// RemovePodFinalizer removes names.PodFinalizer from pod in namespace if it is there; a pod
+// that is gone is fine. It patches with a JSON patch that first tests that the entry at that
+// index is ours, so a concurrent change of the list (another controller adding or removing its
+// own finalizer) makes the patch fail instead of removing the wrong entry; the pod is then
+// read again.
+func (c *Cluster) RemovePodFinalizer(ctx context.Context, namespace, name string) error {
+	pods := c.Client.CoreV1().Pods(c.ns(namespace))
+	var err error
+	for attempt := range finalizerAttempts {
+		if attempt > 0 {
+			t := time.NewTimer(time.Duration(attempt) * 50 * time.Millisecond)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			}
+		}
+		var pod *corev1.Pod
+		pod, err = pods.Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read pod %s on %s: %w", name, c.Name, err)
+		}
+		i := slices.Index(pod.Finalizers, names.PodFinalizer)
+		if i < 0 {
+			return nil
+		}
+		patch := fmt.Sprintf(`[{"op":"test","path":"/metadata/finalizers/%d","value":%q},{"op":"remove","path":"/metadata/finalizers/%d"}]`,
+			i, names.PodFinalizer, i)
+		_, err = pods.Patch(ctx, name, types.JSONPatchType, []byte(patch), metav1.PatchOptions{FieldManager: names.ManagedBy})
+		switch {
+		case err == nil, apierrors.IsNotFound(err):
+			return nil
+		case apierrors.IsConflict(err), apierrors.IsInvalid(err), apierrors.IsBadRequest(err):
+			continue // the list changed under us (a failed "test" op): read it again
+		default:
+			return fmt.Errorf("patch pod %s on %s: %w", name, c.Name, err)
+		}
+	}
+	return errors.Join(fmt.Errorf("pod %s: finalizers kept changing", name), err)
 }
 
 // Ping checks that the cluster's API server answers.
@@ -115,17 +224,4 @@ func (c *Cluster) Ping(ctx context.Context) error {
 		return fmt.Errorf("cluster %s: %w: %w", c.Name, jobs.ErrUnavailable, err)
 	}
 	return nil
-}
-
-// StreamLogs opens the log of one container of a pod, each line prefixed with its timestamp
-// (read it with shared/logs.NewReader). With follow, the stream stays open while the container runs.
-func (c *Cluster) StreamLogs(ctx context.Context, pod, container string, follow bool) (io.ReadCloser, error) {
-	req := c.Client.CoreV1().Pods(c.Namespace).GetLogs(pod, &corev1.PodLogOptions{
-		Container: container, Follow: follow, Timestamps: true,
-	})
-	rc, err := req.Stream(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("stream log of %s/%s on %s: %w", pod, container, c.Name, err)
-	}
-	return rc, nil
 }

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/kube/names"
 )
 
 const fixtureMeta = `description: A fixture task.
@@ -265,8 +266,8 @@ func TestRenderEnforces(t *testing.T) {
 		t.Fatalf("objects (-want +got):\n%s", diff)
 	}
 	wantLabels := map[string]string{
-		LabelJobID: "job1", LabelManagedBy: ManagedBy, LabelTask: "fix", LabelArch: "aarch64",
-		LabelService: LabelValue("Some Service!"), LabelDomain: "dom",
+		names.LabelJobID: "job1", names.LabelManagedBy: names.ManagedBy, names.LabelTask: "fix", names.LabelArch: "aarch64",
+		names.LabelService: LabelValue("Some Service!"), names.LabelDomain: "dom",
 	}
 	for _, o := range objs {
 		for k, v := range wantLabels {
@@ -274,7 +275,7 @@ func TestRenderEnforces(t *testing.T) {
 				t.Errorf("%s: label %s = %q, want %q", o.GetName(), k, got, v)
 			}
 		}
-		if got := o.GetAnnotations()[AnnotationService]; got != "Some Service!" {
+		if got := o.GetAnnotations()[names.AnnotationService]; got != "Some Service!" {
 			t.Errorf("%s: service annotation %q", o.GetName(), got)
 		}
 	}
@@ -295,9 +296,9 @@ func TestRenderEnforces(t *testing.T) {
 		{[]string{"spec", "template", "spec", "restartPolicy"}, "Never"},
 		{[]string{"spec", "template", "spec", "nodeSelector", "kubernetes.io/arch"}, "arm64"},
 		{[]string{"spec", "template", "spec", "nodeSelector", "disk"}, "ssd"},
-		{[]string{"spec", "template", "metadata", "labels", LabelJobID}, "job1"},
+		{[]string{"spec", "template", "metadata", "labels", names.LabelJobID}, "job1"},
 		{[]string{"spec", "template", "metadata", "labels", "team"}, "builds"},
-		{[]string{"spec", "template", "metadata", "finalizers"}, []any{FinalizerLogArchive}},
+		{[]string{"spec", "template", "metadata", "finalizers"}, []any{names.PodFinalizer}},
 	}
 	for _, ch := range checks {
 		got, ok, err := unstructured.NestedFieldNoCopy(j, ch.path...)

@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 
+	"github.com/omnibuildplatform/omni-orchestrator/shared/kube/names"
 	"github.com/omnibuildplatform/omni-orchestrator/templates"
 )
 
@@ -108,7 +109,7 @@ func TestGoldenArch(t *testing.T) {
 				t.Errorf("%s/%s: nodeSelector kubernetes.io/arch = %q, want %q", tk.Name, arch, got, want)
 			}
 			for _, o := range objs {
-				if l := o.GetLabels()[LabelArch]; l != arch {
+				if l := o.GetLabels()[names.LabelArch]; l != arch {
 					t.Errorf("%s/%s: %s has arch label %q", tk.Name, arch, o.GetName(), l)
 				}
 			}

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/kube/names"
 )
 
 // injectionCorpus holds strings that break naive YAML or shell templating. Every one must either
@@ -408,11 +409,11 @@ func TestInjectionJobFields(t *testing.T) {
 					continue
 				}
 				ann, _, _ := unstructured.NestedStringMap(m, "annotations")
-				if ann[AnnotationService] != v || ann[AnnotationDomain] != v {
+				if ann[names.AnnotationService] != v || ann[names.AnnotationDomain] != v {
 					t.Errorf("%s: annotations do not carry the value verbatim", name)
 				}
-				if labels[LabelService] != LabelValue(v) {
-					t.Errorf("%s: service label %q, want %q", name, labels[LabelService], LabelValue(v))
+				if labels[names.LabelService] != LabelValue(v) {
+					t.Errorf("%s: service label %q, want %q", name, labels[names.LabelService], LabelValue(v))
 				}
 			}
 		}

@@ -24,28 +24,12 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/kube/names"
 )
 
-// Labels, annotations and the finalizer that Render puts on the objects of a job (on the Job's
-// pod template too). Selectors for a job's objects use LabelJobID.
+// Limits and defaults of Render. The labels, annotations and finalizer it puts on the objects
+// of a job (on the Job's pod template too) are those of shared/kube/names.
 const (
-	// LabelJobID carries the job id.
-	LabelJobID = "omni.openeuler.org/job-id"
-	// LabelService, LabelTask, LabelDomain and LabelArch carry LabelValue of the job's fields.
-	LabelService = "omni.openeuler.org/service"
-	LabelTask    = "omni.openeuler.org/task"
-	LabelDomain  = "omni.openeuler.org/domain"
-	LabelArch    = "omni.openeuler.org/arch"
-	// LabelManagedBy is the well-known managed-by label; its value is ManagedBy.
-	LabelManagedBy = "app.kubernetes.io/managed-by"
-	ManagedBy      = "omni-orchestrator"
-	// AnnotationService and AnnotationDomain carry the job's service and domain verbatim (a label
-	// value may be a hash of them).
-	AnnotationService = "omni.openeuler.org/service"
-	AnnotationDomain  = "omni.openeuler.org/domain"
-	// FinalizerLogArchive is set on the job's pods; log-archive removes it once the pod's logs are
-	// stored.
-	FinalizerLogArchive = "omni.openeuler.org/log-archive"
 	// DefaultTTLSecondsAfterFinished is the Job's ttlSecondsAfterFinished when Input leaves it nil.
 	DefaultTTLSecondsAfterFinished int32 = 3600
 	// MaxJobIDLength keeps every derived object name a DNS label.
@@ -61,7 +45,7 @@ var (
 	ConfigMapKind = schema.GroupVersionKind{Version: "v1", Kind: "ConfigMap"}
 	SecretKind    = schema.GroupVersionKind{Version: "v1", Kind: "Secret"}
 	JobKind       = schema.GroupVersionKind{Group: "batch", Version: "v1", Kind: "Job"}
-	// AllowedKinds lists them; deleting a job's objects means deleting these kinds by LabelJobID.
+	// AllowedKinds lists them; deleting a job's objects means deleting these kinds by names.LabelJobID.
 	AllowedKinds = []schema.GroupVersionKind{ConfigMapKind, SecretKind, JobKind}
 )
 
@@ -254,19 +238,19 @@ func finish(objs []*unstructured.Unstructured, in Input, steps []string) ([]*uns
 		return nil, err
 	}
 	labels := merge(maps.Clone(in.Labels), map[string]string{
-		LabelJobID:     in.JobID,
-		LabelManagedBy: ManagedBy,
-		LabelTask:      LabelValue(in.Task),
-		LabelArch:      LabelValue(in.Arch),
+		names.LabelJobID:     in.JobID,
+		names.LabelManagedBy: names.ManagedBy,
+		names.LabelTask:      LabelValue(in.Task),
+		names.LabelArch:      LabelValue(in.Arch),
 	})
 	annotations := map[string]string{}
 	if in.Service != "" {
-		labels[LabelService] = LabelValue(in.Service)
-		annotations[AnnotationService] = in.Service
+		labels[names.LabelService] = LabelValue(in.Service)
+		annotations[names.AnnotationService] = in.Service
 	}
 	if in.Domain != "" {
-		labels[LabelDomain] = LabelValue(in.Domain)
-		annotations[AnnotationDomain] = in.Domain
+		labels[names.LabelDomain] = LabelValue(in.Domain)
+		annotations[names.AnnotationDomain] = in.Domain
 	}
 
 	var first []*unstructured.Unstructured
@@ -450,8 +434,8 @@ func finishJob(obj *unstructured.Unstructured, in Input, labels, annotations map
 	}
 	pt.Labels = merge(pt.Labels, labels)
 	pt.Annotations = merge(pt.Annotations, annotations)
-	if !slices.Contains(pt.Finalizers, FinalizerLogArchive) {
-		pt.Finalizers = append(pt.Finalizers, FinalizerLogArchive)
+	if !slices.Contains(pt.Finalizers, names.PodFinalizer) {
+		pt.Finalizers = append(pt.Finalizers, names.PodFinalizer)
 	}
 	ps := &pt.Spec
 	ps.RestartPolicy = corev1.RestartPolicyNever

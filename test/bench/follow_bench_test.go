@@ -20,7 +20,7 @@ import (
 
 	"github.com/omnibuildplatform/omni-orchestrator/local/allinone"
 	"github.com/omnibuildplatform/omni-orchestrator/local/platform"
-	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/kube/names"
 )
 
 // followRound is how many lines one iteration of BenchmarkFollow measures, one at a time.
@@ -203,7 +203,7 @@ func runningStep(ctx context.Context, cl *platform.Cluster, id, step string) (st
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		pods, err := cl.Clientset().CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: kube.LabelJobID + "=" + id})
+		pods, err := cl.Clientset().CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: names.LabelJobID + "=" + id})
 		if err == nil && len(pods.Items) == 1 {
 			p := pods.Items[0]
 			for _, cs := range append(p.Status.InitContainerStatuses, p.Status.ContainerStatuses...) {
@@ -223,7 +223,7 @@ func runningStep(ctx context.Context, cl *platform.Cluster, id, step string) (st
 // releaseFollowJob lets the held step end, so that the job finishes.
 func releaseFollowJob(cl *platform.Cluster, id string) {
 	ctx := context.Background()
-	pods, err := cl.Clientset().CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: kube.LabelJobID + "=" + id})
+	pods, err := cl.Clientset().CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: names.LabelJobID + "=" + id})
 	if err != nil {
 		return
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/omnibuildplatform/omni-orchestrator/local/platform"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/kube/names"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/logs"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/sqlite"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/store"
@@ -195,11 +196,11 @@ func (m memClusters) Pods(_ context.Context, ns, jobID string) ([]corev1.Pod, er
 	}}, nil
 }
 
-func (m memClusters) StreamLogs(context.Context, string, string, string) (io.ReadCloser, error) {
+func (m memClusters) StreamLogs(context.Context, string, string, string, kube.LogOptions) (io.ReadCloser, error) {
 	return io.NopCloser(bytes.NewReader(m.stream)), nil
 }
 
-func (m memClusters) RemoveFinalizer(context.Context, string, string) error { return nil }
+func (m memClusters) RemovePodFinalizer(context.Context, string, string) error { return nil }
 
 // logBenchPod is a finished pod on a local cluster of its own, whose log is the stream.
 type logBenchPod struct {
@@ -270,7 +271,7 @@ func logBenchCluster(b *testing.B, stream []byte) *logBenchPod {
 
 // label gives the pod the job id label of jobID and the log-archive finalizer.
 func (p *logBenchPod) label(b *testing.B, jobID string) {
-	patch := fmt.Sprintf(`{"metadata":{"labels":{%q:%q},"finalizers":[%q]}}`, kube.LabelJobID, jobID, kube.PodFinalizer)
+	patch := fmt.Sprintf(`{"metadata":{"labels":{%q:%q},"finalizers":[%q]}}`, names.LabelJobID, jobID, names.PodFinalizer)
 	if _, err := p.client.Clientset().CoreV1().Pods("default").Patch(context.Background(), p.name, types.MergePatchType,
 		[]byte(patch), metav1.PatchOptions{}); err != nil {
 		b.Fatal(err)

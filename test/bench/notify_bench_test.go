@@ -21,7 +21,7 @@ import (
 	"github.com/omnibuildplatform/omni-orchestrator/functions/notify/notify"
 	"github.com/omnibuildplatform/omni-orchestrator/local/allinone"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/events"
-	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/kube/names"
 )
 
 const (
@@ -263,7 +263,7 @@ type endWatch struct {
 
 func watchEnds(ctx context.Context, cs kubernetes.Interface) *endWatch {
 	w := &endWatch{ends: map[string]time.Time{}, waiters: map[string][]chan struct{}{}}
-	opts := metav1.ListOptions{LabelSelector: kube.LabelJobID}
+	opts := metav1.ListOptions{LabelSelector: names.LabelJobID}
 	go w.follow(ctx, func(ctx context.Context, rv string) (watch.Interface, error) {
 		o := opts
 		o.ResourceVersion = rv
@@ -298,13 +298,13 @@ func (w *endWatch) follow(ctx context.Context, start func(context.Context, strin
 			case *corev1.Pod:
 				rv = o.ResourceVersion
 				if o.Status.Phase == corev1.PodSucceeded || o.Status.Phase == corev1.PodFailed {
-					w.saw(o.Labels[kube.LabelJobID], at)
+					w.saw(o.Labels[names.LabelJobID], at)
 				}
 			case *batchv1.Job:
 				rv = o.ResourceVersion
 				for _, c := range o.Status.Conditions {
 					if c.Status == corev1.ConditionTrue && (c.Type == batchv1.JobComplete || c.Type == batchv1.JobFailed) {
-						w.saw(o.Labels[kube.LabelJobID], at)
+						w.saw(o.Labels[names.LabelJobID], at)
 					}
 				}
 			}

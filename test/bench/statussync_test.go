@@ -23,6 +23,7 @@ import (
 	"github.com/omnibuildplatform/omni-orchestrator/shared/events"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/ids"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/kube/names"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/manifest"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/sqlite"
 	"github.com/omnibuildplatform/omni-orchestrator/templates"
@@ -196,8 +197,8 @@ func newPodStream() (*podStream, error) {
 		Spec: kj.Spec.Template.Spec,
 	}
 	pod.Spec.NodeName = "x86-64-node-0"
-	if pod.Labels[manifest.LabelJobID] != id {
-		return nil, fmt.Errorf("the rendered pod template has no %s label", manifest.LabelJobID)
+	if pod.Labels[names.LabelJobID] != id {
+		return nil, fmt.Errorf("the rendered pod template has no %s label", names.LabelJobID)
 	}
 	nInit := len(pod.Spec.InitContainers)
 	containers := append(append([]corev1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...)

@@ -20,7 +20,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/omnibuildplatform/omni-orchestrator/shared/ids"
-	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/kube/names"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/manifest"
 )
 
@@ -102,7 +102,7 @@ func BenchmarkSubmit(b *testing.B) {
 			if !ok {
 				return fmt.Errorf("no resource for %s", o.GroupVersionKind())
 			}
-			if _, err := dyn.Resource(gvr).Namespace(o.GetNamespace()).Create(ctx, o, metav1.CreateOptions{FieldManager: kube.ManagedBy}); err != nil {
+			if _, err := dyn.Resource(gvr).Namespace(o.GetNamespace()).Create(ctx, o, metav1.CreateOptions{FieldManager: names.ManagedBy}); err != nil {
 				return fmt.Errorf("create %s %s: %w", o.GetKind(), o.GetName(), err)
 			}
 		}
@@ -241,7 +241,7 @@ func settle(b *testing.B, cs kubernetes.Interface) {
 	defer tick.Stop()
 	busy := -1
 	for {
-		pods, err := cs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: kube.LabelJobID})
+		pods, err := cs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: names.LabelJobID})
 		if err == nil {
 			busy = 0
 			for _, p := range pods.Items {

@@ -33,6 +33,7 @@ import (
 	"github.com/omnibuildplatform/omni-orchestrator/local/router"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/kube/names"
 )
 
 // knService is a Knative serving.knative.dev/v1 Service as far as config/ uses it (decoded
@@ -678,8 +679,8 @@ func checkLocalInstance(t *testing.T, d *deployment, name, ns string, fns []stri
 				t.Errorf("ApiServerSource %s: %s without a label selector", s.Name, r.Kind)
 				continue
 			}
-			if sel.Matches(labels.Set{"app": "other"}) || !strings.Contains(sel.String(), kube.LabelJobID) {
-				t.Errorf("ApiServerSource %s: %s selector %q does not require %s", s.Name, r.Kind, sel, kube.LabelJobID)
+			if sel.Matches(labels.Set{"app": "other"}) || !strings.Contains(sel.String(), names.LabelJobID) {
+				t.Errorf("ApiServerSource %s: %s selector %q does not require %s", s.Name, r.Kind, sel, names.LabelJobID)
 			}
 		}
 		if !kinds["batch/v1 Job"] || !kinds["v1 Pod"] {

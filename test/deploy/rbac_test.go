@@ -33,6 +33,7 @@ import (
 	"github.com/omnibuildplatform/omni-orchestrator/local/router"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/auth"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/kube/names"
 )
 
 // rbacFunctions are the functions that talk to build clusters, each as its own ServiceAccount.
@@ -178,7 +179,7 @@ func TestRBAC(t *testing.T) {
 	api.cancel(ctx, id)
 	api.waitStatus(ctx, id, "cancelled")
 	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-		js, err := c.Clientset().BatchV1().Jobs("omni-jobs").List(ctx, metav1.ListOptions{LabelSelector: kube.LabelJobID + "=" + id})
+		js, err := c.Clientset().BatchV1().Jobs("omni-jobs").List(ctx, metav1.ListOptions{LabelSelector: names.LabelJobID + "=" + id})
 		return err == nil && len(js.Items) == 0, nil
 	})
 	if err != nil {
@@ -459,14 +460,14 @@ func waitNoFinalizer(t *testing.T, ctx context.Context, c *platform.Cluster, id 
 	t.Helper()
 	var last []string
 	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-		pods, err := c.Clientset().CoreV1().Pods("omni-jobs").List(ctx, metav1.ListOptions{LabelSelector: kube.LabelJobID + "=" + id})
+		pods, err := c.Clientset().CoreV1().Pods("omni-jobs").List(ctx, metav1.ListOptions{LabelSelector: names.LabelJobID + "=" + id})
 		if err != nil {
 			return false, nil
 		}
 		last = nil
 		for _, p := range pods.Items {
 			for _, f := range p.Finalizers {
-				if f == kube.PodFinalizer {
+				if f == names.PodFinalizer {
 					last = append(last, p.Name)
 				}
 			}
@@ -474,7 +475,7 @@ func waitNoFinalizer(t *testing.T, ctx context.Context, c *platform.Cluster, id 
 		return len(last) == 0, nil
 	})
 	if err != nil {
-		t.Errorf("job %s: pods %v still carry %s: %v", id, last, kube.PodFinalizer, err)
+		t.Errorf("job %s: pods %v still carry %s: %v", id, last, names.PodFinalizer, err)
 	}
 }
 

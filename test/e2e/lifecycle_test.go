@@ -25,10 +25,11 @@ import (
 	"github.com/omnibuildplatform/omni-orchestrator/functions/status-sync/statussync"
 	"github.com/omnibuildplatform/omni-orchestrator/local/platform"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/kube/names"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/sqlite"
 )
 
-const jobIDLabel = "omni.openeuler.org/job-id"
+const jobIDLabel = names.LabelJobID
 
 func k8sJobs(t *testing.T, cluster, id string) []batchv1.Job {
 	t.Helper()

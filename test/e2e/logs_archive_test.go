@@ -20,7 +20,7 @@ import (
 	"github.com/omnibuildplatform/omni-orchestrator/local/allinone"
 	"github.com/omnibuildplatform/omni-orchestrator/local/platform"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
-	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/kube/names"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/store"
 )
 
@@ -218,7 +218,7 @@ func TestLogsArchiveLargeJobDeletedAtOnce(t *testing.T) {
 		for _, p := range laPods(t, cluster, j.ID) {
 			if pod = p.Name; len(p.Finalizers) > 0 {
 				for _, f := range p.Finalizers {
-					if f == kube.PodFinalizer {
+					if f == names.PodFinalizer {
 						return true, nil
 					}
 				}
@@ -304,7 +304,7 @@ func TestLogsArchiveKilledHalfWay(t *testing.T) {
 	laEventually(t, time.Minute, "the pod released", func() (bool, error) {
 		for _, p := range laPods(t, cluster, j.ID) {
 			for _, f := range p.Finalizers {
-				if f == kube.PodFinalizer {
+				if f == names.PodFinalizer {
 					return false, fmt.Errorf("pod %s still has the finalizer", p.Name)
 				}
 			}

@@ -18,7 +18,6 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/cloudevents/sdk-go/v2/protocol"
@@ -31,6 +30,7 @@ import (
 	"github.com/omnibuildplatform/omni-orchestrator/shared/events"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/kube/names"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/logs"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/store"
 )
@@ -51,15 +51,16 @@ type Jobs interface {
 	GetJob(ctx context.Context, id string) (*jobs.Job, error)
 }
 
-// Cluster is what log-archive needs of one build cluster.
+// Cluster is what log-archive needs of one build cluster (*kube.Cluster is one).
 type Cluster interface {
-	// Pods lists the pods labelled with the job id.
+	// Pods lists the pods of a job in its namespace.
 	Pods(ctx context.Context, namespace, jobID string) ([]corev1.Pod, error)
-	// StreamLogs opens the whole log of one container, each line prefixed with its timestamp.
-	StreamLogs(ctx context.Context, namespace, pod, container string) (io.ReadCloser, error)
-	// RemoveFinalizer removes kube.PodFinalizer from the pod if it is there; a pod that is
+	// StreamLogs opens the log of one container, each line prefixed with its timestamp
+	// (log-archive reads it whole: zero options).
+	StreamLogs(ctx context.Context, namespace, pod, container string, o kube.LogOptions) (io.ReadCloser, error)
+	// RemovePodFinalizer removes names.PodFinalizer from the pod if it is there; a pod that is
 	// gone is fine.
-	RemoveFinalizer(ctx context.Context, namespace, pod string) error
+	RemovePodFinalizer(ctx context.Context, namespace, pod string) error
 }
 
 // Clusters finds a build cluster by its engine instance name.
@@ -214,8 +215,8 @@ func (h *Handler) Archive(ctx context.Context, j *jobs.Job) (Result, error) {
 		res.Steps = append(res.Steps, st)
 	}
 	for _, p := range pods {
-		if slices.Contains(p.Finalizers, kube.PodFinalizer) {
-			if err := cl.RemoveFinalizer(ctx, p.Namespace, p.Name); err != nil {
+		if slices.Contains(p.Finalizers, names.PodFinalizer) {
+			if err := cl.RemovePodFinalizer(ctx, p.Namespace, p.Name); err != nil {
 				return Result{}, fmt.Errorf("remove the finalizer of pod %s: %w", p.Name, err)
 			}
 		}
@@ -223,30 +224,9 @@ func (h *Handler) Archive(ctx context.Context, j *jobs.Job) (Result, error) {
 	return res, nil
 }
 
-// containerOf returns the newest pod in which container step has started, with its status.
-func containerOf(pods []corev1.Pod, step string) (*corev1.Pod, *corev1.ContainerStatus) {
-	var pod *corev1.Pod
-	var status *corev1.ContainerStatus
-	for i := range pods {
-		p := &pods[i]
-		for _, list := range [][]corev1.ContainerStatus{p.Status.InitContainerStatuses, p.Status.ContainerStatuses} {
-			for k := range list {
-				cs := &list[k]
-				if cs.Name != step || (cs.State.Running == nil && cs.State.Terminated == nil) {
-					continue
-				}
-				if pod == nil || p.CreationTimestamp.After(pod.CreationTimestamp.Time) {
-					pod, status = p, cs
-				}
-			}
-		}
-	}
-	return pod, status
-}
-
 func (h *Handler) archiveStep(ctx context.Context, cl Cluster, j *jobs.Job, pods []corev1.Pod, step string) (store.LogStep, error) {
 	st := store.LogStep{JobID: j.ID, Step: step}
-	pod, cs := containerOf(pods, step)
+	pod, cs := kube.StepContainer(pods, step)
 	if pod == nil {
 		// No listed pod holds a started container of the step. That alone does not mean the
 		// step never ran: its pod may have been deleted and replaced by one whose containers
@@ -266,7 +246,7 @@ func (h *Handler) archiveStep(ctx context.Context, cl Cluster, j *jobs.Job, pods
 	if cs.State.Running != nil {
 		return st, fmt.Errorf("container %s of pod %s: %w", step, pod.Name, errStillRunning)
 	}
-	rc, err := cl.StreamLogs(ctx, pod.Namespace, pod.Name, step)
+	rc, err := cl.StreamLogs(ctx, pod.Namespace, pod.Name, step, kube.LogOptions{})
 	if err != nil {
 		if reason, gone := logGone(err); gone {
 			return h.incomplete(ctx, st, fmt.Sprintf("the log of pod %s is not available: %s", pod.Name, reason))
@@ -287,20 +267,16 @@ func (h *Handler) archiveStep(ctx context.Context, cl Cluster, j *jobs.Job, pods
 		}
 		return nil
 	}
-	r := logs.NewReader(rc)
-	var last time.Time
+	r := logs.NewNumberer(rc)
 	for {
 		l, err := r.Next()
 		if errors.Is(err, io.EOF) {
 			break
 		}
-		if errors.Is(err, logs.ErrNoTimestamp) {
-			l.Time = last // kept, with the time of the line before
-		} else if err != nil {
+		if err != nil {
 			return st, fmt.Errorf("read the log of pod %s: %w", pod.Name, err)
 		}
-		last = l.Time
-		if c, ok := ch.Add(l); ok {
+		if c, ok := ch.Add(logs.Line{Time: l.Time, Text: l.Text}); ok {
 			if err := put(c); err != nil {
 				return st, err
 			}

@@ -23,11 +23,11 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/omnibuildplatform/omni-orchestrator/shared/events"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/kube/names"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/sqlite"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/store"
 )
@@ -49,14 +49,14 @@ func (f *fakeCluster) Pods(_ context.Context, _, jobID string) ([]corev1.Pod, er
 	defer f.mu.Unlock()
 	var out []corev1.Pod
 	for _, p := range f.pods {
-		if p.Labels[kube.LabelJobID] == jobID {
+		if p.Labels[names.LabelJobID] == jobID {
 			out = append(out, *p.DeepCopy())
 		}
 	}
 	return out, nil
 }
 
-func (f *fakeCluster) StreamLogs(_ context.Context, _, pod, container string) (io.ReadCloser, error) {
+func (f *fakeCluster) StreamLogs(_ context.Context, _, pod, container string, _ kube.LogOptions) (io.ReadCloser, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	k := pod + "/" + container
@@ -67,7 +67,7 @@ func (f *fakeCluster) StreamLogs(_ context.Context, _, pod, container string) (i
 	return io.NopCloser(strings.NewReader(f.logs[k])), nil
 }
 
-func (f *fakeCluster) RemoveFinalizer(_ context.Context, _, pod string) error {
+func (f *fakeCluster) RemovePodFinalizer(_ context.Context, _, pod string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.removed = append(f.removed, pod)
@@ -133,8 +133,8 @@ func newFixture(t *testing.T, n int) *fixture {
 		t.Fatal(err)
 	}
 	pod := corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "omni-job-1-abc", Namespace: "default", Labels: map[string]string{kube.LabelJobID: j.ID},
-			Finalizers: []string{kube.PodFinalizer}},
+		ObjectMeta: metav1.ObjectMeta{Name: "omni-job-1-abc", Namespace: "default", Labels: map[string]string{names.LabelJobID: j.ID},
+			Finalizers: []string{names.PodFinalizer}},
 		Status: corev1.PodStatus{
 			Phase:                 corev1.PodSucceeded,
 			InitContainerStatuses: []corev1.ContainerStatus{terminated("fetch"), terminated("build")},
@@ -247,7 +247,7 @@ func TestArchive(t *testing.T) {
 
 	// A redelivery (or a later job.changed of the ended job) reads nothing again, replies the
 	// same event, and stores nothing twice.
-	f.cluster.pods[0].Finalizers = []string{kube.PodFinalizer} // as if the first removal was lost
+	f.cluster.pods[0].Finalizers = []string{names.PodFinalizer} // as if the first removal was lost
 	again, res := receive(t, f.h, f.event(t))
 	if !protocol.IsACK(res) {
 		t.Fatalf("Receive again: %v", res)
@@ -351,8 +351,8 @@ func TestArchiveReplacementPodNotStarted(t *testing.T) {
 		return corev1.ContainerStatus{Name: name, State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "PodInitializing"}}}
 	}
 	f.cluster.pods[0] = corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "omni-job-1-new", Namespace: "default", Labels: map[string]string{kube.LabelJobID: f.job.ID},
-			Finalizers: []string{kube.PodFinalizer}, CreationTimestamp: metav1.NewTime(t0.Add(time.Minute))},
+		ObjectMeta: metav1.ObjectMeta{Name: "omni-job-1-new", Namespace: "default", Labels: map[string]string{names.LabelJobID: f.job.ID},
+			Finalizers: []string{names.PodFinalizer}, CreationTimestamp: metav1.NewTime(t0.Add(time.Minute))},
 		Status: corev1.PodStatus{
 			Phase:                 corev1.PodPending,
 			InitContainerStatuses: []corev1.ContainerStatus{waiting("fetch"), waiting("build")},
@@ -589,35 +589,5 @@ func TestAppend(t *testing.T) {
 	e, _ := events.NewLogsAppendedEvent("/omni/worker/test", "no-such-job", events.LogsAppendedData{Step: "build", Seq: 1, Lines: []events.AppendedLine{l(1, "x")}})
 	if _, res := receive(t, f.h, e); !protocol.IsACK(res) {
 		t.Errorf("push for an unknown job: %v, want ACK (never worth a retry)", res)
-	}
-}
-
-func TestRemoveFinalizer(t *testing.T) {
-	pod := func(name string, finalizers ...string) *corev1.Pod {
-		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Finalizers: finalizers}}
-	}
-	cs := fake.NewClientset(
-		pod("ours-last", "example.com/other", kube.PodFinalizer),
-		pod("ours-only", kube.PodFinalizer),
-		pod("not-ours", "example.com/other"),
-	)
-	k := kubeCluster{&kube.Cluster{Instance: kube.Instance{Name: "x86", Namespace: "default"}, Client: cs}}
-	want := map[string][]string{"ours-last": {"example.com/other"}, "ours-only": nil, "not-ours": {"example.com/other"}}
-	for name := range want {
-		if err := k.RemoveFinalizer(t.Context(), "", name); err != nil {
-			t.Errorf("RemoveFinalizer(%s): %v", name, err)
-		}
-	}
-	if err := k.RemoveFinalizer(t.Context(), "", "missing"); err != nil {
-		t.Errorf("RemoveFinalizer of a missing pod: %v", err)
-	}
-	for name, fin := range want {
-		p, err := cs.CoreV1().Pods("default").Get(context.Background(), name, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if d := cmp.Diff(fin, p.Finalizers); d != "" && len(fin)+len(p.Finalizers) > 0 {
-			t.Errorf("%s: finalizers (-want +got):\n%s", name, d)
-		}
 	}
 }

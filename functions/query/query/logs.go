@@ -1,7 +1,6 @@
 package query
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +15,7 @@ import (
 	"github.com/omnibuildplatform/omni-orchestrator/shared/auth"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/httpapi"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/logs"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/store"
 )
@@ -36,10 +36,10 @@ type LogStore interface {
 type LiveLogs interface {
 	// StepState reports the job's pod and where the step's container stands in it.
 	StepState(ctx context.Context, j *jobs.Job, step string) (StepState, error)
-	// OpenLog streams the log of the step's container in pod from its start, each line prefixed
-	// with its timestamp (shared/logs.Reader reads it); with follow it stays open while the
-	// container runs.
-	OpenLog(ctx context.Context, j *jobs.Job, pod, step string, follow bool) (io.ReadCloser, error)
+	// OpenLog streams the log of the step's container in pod, each line prefixed with its
+	// timestamp (shared/logs reads it): from its first line, or from the lines stamped since
+	// o.Since; with o.Follow it stays open while the container runs.
+	OpenLog(ctx context.Context, j *jobs.Job, pod, step string, o kube.LogOptions) (io.ReadCloser, error)
 }
 
 // ContainerPhase is where a step's container stands on the cluster.
@@ -97,7 +97,8 @@ const (
 	MaxLogLimit     = 10000
 	// maxPageBytes bounds the text of one page (at least one line is always returned).
 	maxPageBytes = 4 << 20
-	// chunkBatch is how many chunks one store read asks for (each at most logs.MaxChunkBytes).
+	// chunkBatch is how many chunks one read of the download asks for (each at most
+	// logs.MaxChunkBytes).
 	chunkBatch = 8
 )
 
@@ -171,7 +172,7 @@ type LogPage struct {
 type logRequest struct {
 	job    *jobs.Job
 	step   string
-	pos    logPos
+	pos    logs.Pos
 	limit  int
 	follow bool
 	text   bool
@@ -272,11 +273,42 @@ func final(s store.LogStep) bool { return s.Complete || s.Incomplete }
 // atArchiveEnd reports whether pos is known to be at the end of the step's whole archive
 // without reading it: the line count of a complete archive is counted in the pass that stored
 // every chunk. (An incomplete one may hold chunks of an interrupted pass that it does not count.)
-func atArchiveEnd(s store.LogStep, pos logPos) bool { return s.Complete && pos.N >= s.Lines }
+func atArchiveEnd(s store.LogStep, pos logs.Pos) bool { return s.Complete && pos.N >= s.Lines }
+
+// archiveLines is the line source of the step's archive after pos.
+func (h *LogHandler) archiveLines(ctx context.Context, jobID, step string, pos logs.Pos) logs.Lines {
+	return logs.Archive(ctx, h.Store, jobID, step, pos)
+}
+
+// clusterLines is the line source of the step's container in pod after pos; with follow it
+// goes on while the container runs. It asks the cluster only for the lines since pos (its
+// cluster hint), so a page or a resumed stream does not re-read the log from line 1.
+func (h *LogHandler) clusterLines(ctx context.Context, j *jobs.Job, pod, step string, pos logs.Pos, follow bool) (*logs.ClusterLines, error) {
+	return logs.Cluster(ctx, func(ctx context.Context, since time.Time) (io.ReadCloser, error) {
+		return h.Live.OpenLog(ctx, j, pod, step, kube.LogOptions{Follow: follow, Since: since})
+	}, pos)
+}
+
+// fill calls add with each line of src until add returns false or src has no more now; it
+// returns the position after the last line given and whether src had no more.
+func fill(src logs.Lines, add func(LogLine) bool) (logs.Pos, bool, error) {
+	for {
+		l, err := src.Next()
+		if errors.Is(err, io.EOF) {
+			return src.Pos(), true, nil
+		}
+		if err != nil {
+			return src.Pos(), false, err
+		}
+		if !add(logLine(l)) {
+			return src.Pos(), false, nil
+		}
+	}
+}
 
 // Page returns up to limit lines of the step's log after pos: from the archive once the step is
 // archived, from the cluster before.
-func (h *LogHandler) Page(ctx context.Context, j *jobs.Job, step string, pos logPos, limit int) (LogPage, error) {
+func (h *LogHandler) Page(ctx context.Context, j *jobs.Job, step string, pos logs.Pos, limit int) (LogPage, error) {
 	page := LogPage{Step: step, Lines: []LogLine{}, Source: "archive"}
 	st, err := h.logStep(ctx, j.ID, step)
 	if err != nil {
@@ -293,7 +325,7 @@ func (h *LogHandler) Page(ctx context.Context, j *jobs.Job, step string, pos log
 	if !final(st) && h.Live != nil {
 		if state, err := h.Live.StepState(ctx, j, step); err == nil && state.started() {
 			page.Source = "cluster"
-			if end, err = h.readLive(ctx, j, step, state.Pod, pos, add); err != nil {
+			if end, err = h.livePage(ctx, j, step, state.Pod, pos, add); err != nil {
 				// The pod may have just gone; what the archive holds is the answer then.
 				logging.FromContext(ctx).Debugw("read live log for a page", "job", j.ID, "step", step, "error", err)
 				page.Source, page.Lines, size, end = "archive", page.Lines[:0], 0, pos
@@ -303,7 +335,7 @@ func (h *LogHandler) Page(ctx context.Context, j *jobs.Job, step string, pos log
 	if page.Source == "archive" {
 		if atArchiveEnd(st, pos) {
 			atEnd = true
-		} else if end, atEnd, err = h.readArchive(ctx, j.ID, step, pos, func(l LogLine, _ logPos) bool { return add(l) }); err != nil {
+		} else if end, atEnd, err = fill(h.archiveLines(ctx, j.ID, step, pos), add); err != nil {
 			return page, err
 		}
 	}
@@ -314,125 +346,30 @@ func (h *LogHandler) Page(ctx context.Context, j *jobs.Job, step string, pos log
 	return page, nil
 }
 
-// readLive reads the step's log from the cluster without follow, calling add for each line
-// after pos until it returns false, and returns the position after the last line given.
-func (h *LogHandler) readLive(ctx context.Context, j *jobs.Job, step, pod string, pos logPos, add func(LogLine) bool) (logPos, error) {
+// livePage reads a page of the step's log from the cluster, without follow.
+func (h *LogHandler) livePage(ctx context.Context, j *jobs.Job, step, pod string, pos logs.Pos, add func(LogLine) bool) (logs.Pos, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	rc, err := h.Live.OpenLog(ctx, j, pod, step, false)
+	src, err := h.clusterLines(ctx, j, pod, step, pos, false)
 	if err != nil {
 		return pos, err
 	}
-	defer rc.Close()
-	rd := &lineReader{r: logs.NewReader(rc)}
-	var n int64
-	for {
-		l, err := rd.next()
-		if errors.Is(err, io.EOF) {
-			return pos, nil
-		}
-		if err != nil {
-			return pos, fmt.Errorf("read log of %s/%s: %w", pod, step, err)
-		}
-		if n++; n <= pos.N {
-			continue
-		}
-		pos = logPos{N: n}
-		if !add(liveLine(n, l)) {
-			return pos, nil
-		}
+	defer src.Close()
+	end, _, err := fill(src, add)
+	if err != nil {
+		return pos, fmt.Errorf("read log of %s/%s: %w", pod, step, err)
 	}
+	return end, nil
 }
 
-// lineReader reads a timestamped log as log-archive does, so that line numbers agree with the
-// archive: a line without a timestamp is kept, with the time of the line before.
-type lineReader struct {
-	r    *logs.Reader
-	last time.Time
-}
-
-func (lr *lineReader) next() (logs.Line, error) {
-	l, err := lr.r.Next()
-	if errors.Is(err, logs.ErrNoTimestamp) {
-		l.Time, err = lr.last, nil
-	}
-	lr.last = l.Time
-	return l, err
-}
-
-func liveLine(n int64, l logs.Line) LogLine {
-	ll := LogLine{N: n, Text: string(l.Text)}
+// logLine is the API form of a numbered line.
+func logLine(l logs.Numbered) LogLine {
+	ll := LogLine{N: l.N, Text: string(l.Text)}
 	if !l.Time.IsZero() {
 		t := l.Time
 		ll.Time = &t
 	}
 	return ll
-}
-
-// readArchive calls fn with each archived line after pos, in order, and the position after it,
-// until fn returns false or the archived chunks end (or have a gap: an archive still being
-// written). It returns the position after the last line given and whether it reached the end of
-// what is stored.
-func (h *LogHandler) readArchive(ctx context.Context, jobID, step string, pos logPos, fn func(LogLine, logPos) bool) (logPos, bool, error) {
-	after, base := int64(0), int64(0)
-	hinted := pos.Seq > 0 && pos.Base <= pos.N
-	if hinted {
-		after, base = pos.Seq-1, pos.Base
-	}
-	for {
-		chunks, err := h.Store.LogChunks(ctx, jobID, step, store.LogSourceArchive, after, chunkBatch)
-		if err != nil {
-			return pos, false, fmt.Errorf("read log of job %s step %s: %w", jobID, step, err)
-		}
-		if len(chunks) == 0 {
-			return pos, true, nil
-		}
-		for _, c := range chunks {
-			if c.Seq != after+1 {
-				if hinted && after == pos.Seq-1 {
-					// The hint names a chunk that is not there: count from the start instead.
-					return h.readArchive(ctx, jobID, step, logPos{N: pos.N}, fn)
-				}
-				return pos, true, nil
-			}
-			lines := splitLines(c.Data)
-			next := base + int64(len(lines))
-			if next <= pos.N {
-				after, base = c.Seq, next
-				continue
-			}
-			for i, text := range lines {
-				n := base + int64(i) + 1
-				if n <= pos.N {
-					continue
-				}
-				if i == len(lines)-1 {
-					pos = logPos{N: n, Seq: c.Seq + 1, Base: next}
-				} else {
-					pos = logPos{N: n, Seq: c.Seq, Base: base}
-				}
-				if !fn(LogLine{N: n, Text: string(text)}, pos) {
-					return pos, false, nil
-				}
-			}
-			after, base = c.Seq, next
-		}
-	}
-}
-
-// splitLines splits chunk data into its lines (each ends in "\n"; a last line without one counts).
-func splitLines(data []byte) [][]byte {
-	var out [][]byte
-	for len(data) > 0 {
-		i := bytes.IndexByte(data, '\n')
-		if i < 0 {
-			out = append(out, data)
-			break
-		}
-		out = append(out, data[:i])
-		data = data[i+1:]
-	}
-	return out
 }
 
 // errNotArchived answers a download of a step whose log is not archived yet.

@@ -7,24 +7,15 @@ import (
 	"strings"
 
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/logs"
 )
-
-// logPos is a position in a step's log: the number of lines before it. Line numbers are the
-// same in the cluster's log and in the archive (the archive holds exactly the cluster's lines, in
-// order), so one position serves both. Seq and Base are a hint for the archive: chunk Seq begins
-// after line Base (0 when unknown), which spares a resume from counting the chunks before it.
-type logPos struct {
-	N    int64 `json:"n"`
-	Seq  int64 `json:"q,omitempty"`
-	Base int64 `json:"b,omitempty"`
-}
 
 // cursorBody is what a log cursor carries, bound to one job and step.
 type cursorBody struct {
 	Kind string `json:"k"`
 	Job  string `json:"j"`
 	Step string `json:"s"`
-	logPos
+	logs.Pos
 }
 
 // cursorKind marks log cursors, so that a page token of GET /v1/jobs is never taken for one
@@ -36,30 +27,31 @@ const cursorKind = "log"
 var cursorMACPrefix = []byte("omni log cursor\x00")
 
 // sealCursor returns the opaque cursor of pos in the log of step of job.
-func (t *Tokens) sealCursor(job, step string, pos logPos) string {
-	body, _ := json.Marshal(cursorBody{Kind: cursorKind, Job: job, Step: step, logPos: pos})
+// A position is the same in the cluster's log and in the archive (shared/logs' numbering rule),
+// so one cursor serves both sources; its hints let either resume without counting from line 1.
+func (t *Tokens) sealCursor(job, step string, pos logs.Pos) string {
+	body, _ := json.Marshal(cursorBody{Kind: cursorKind, Job: job, Step: step, Pos: pos})
 	return base64.RawURLEncoding.EncodeToString(body) + "." + base64.RawURLEncoding.EncodeToString(t.cursorMAC(body))
 }
 
 // openCursor checks a cursor made by sealCursor for the same job and step and returns its
 // position; anything else is a 400 naming field.
-func (t *Tokens) openCursor(field, cursor, job, step string) (logPos, error) {
+func (t *Tokens) openCursor(field, cursor, job, step string) (logs.Pos, error) {
 	bad := jobs.Invalid(field, "not a log cursor of step %q of this job", step)
 	b64, sig64, ok := strings.Cut(cursor, ".")
 	if !ok {
-		return logPos{}, bad
+		return logs.Pos{}, bad
 	}
 	body, err1 := base64.RawURLEncoding.DecodeString(b64)
 	sig, err2 := base64.RawURLEncoding.DecodeString(sig64)
 	if err1 != nil || err2 != nil || !hmac.Equal(sig, t.cursorMAC(body)) {
-		return logPos{}, bad
+		return logs.Pos{}, bad
 	}
 	var cb cursorBody
-	if err := json.Unmarshal(body, &cb); err != nil || cb.Kind != cursorKind || cb.Job != job || cb.Step != step ||
-		cb.N < 0 || cb.Seq < 0 || cb.Base < 0 || cb.Base > cb.N {
-		return logPos{}, bad
+	if err := json.Unmarshal(body, &cb); err != nil || cb.Kind != cursorKind || cb.Job != job || cb.Step != step || !cb.Pos.Valid() {
+		return logs.Pos{}, bad
 	}
-	return cb.logPos, nil
+	return cb.Pos, nil
 }
 
 func (t *Tokens) cursorMAC(body []byte) []byte {

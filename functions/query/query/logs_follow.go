@@ -64,7 +64,7 @@ type follower struct {
 	h     *LogHandler
 	job   *jobs.Job
 	step  string
-	pos   logPos
+	pos   logs.Pos
 	w     io.Writer
 	rc    *http.ResponseController
 	state string
@@ -99,10 +99,10 @@ func (h *LogHandler) follow(w http.ResponseWriter, r *http.Request, lr logReques
 		if final(st) {
 			more := false
 			if !atArchiveEnd(st, lr.pos) {
-				_, _, err = h.readArchive(ctx, lr.job.ID, lr.step, lr.pos, func(LogLine, logPos) bool {
-					more = true
-					return false
-				})
+				_, err = h.archiveLines(ctx, lr.job.ID, lr.step, lr.pos).Next()
+				if more = err == nil; errors.Is(err, io.EOF) {
+					err = nil
+				}
 			}
 			if err != nil {
 				httpapi.Error(w, r, err)
@@ -231,13 +231,18 @@ func (f *follower) finish(ctx context.Context, st store.LogStep) error {
 		if err := f.setState("archive"); err != nil {
 			return err
 		}
-		var werr error
-		_, _, err := f.h.readArchive(ctx, f.job.ID, f.step, f.pos, func(l LogLine, p logPos) bool {
-			werr = f.add(l, p)
-			return werr == nil
-		})
-		if err = errors.Join(err, werr); err != nil {
-			return err
+		src := f.h.archiveLines(ctx, f.job.ID, f.step, f.pos)
+		for {
+			l, err := src.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return err
+			}
+			if err := f.add(logLine(l), src.Pos()); err != nil {
+				return err
+			}
 		}
 		if err := f.sendBatch(); err != nil {
 			return err
@@ -251,10 +256,10 @@ func (f *follower) end(st store.LogStep) error {
 	return f.event(c, "end", followEnd{Cursor: c, Complete: st.Complete, Incomplete: !st.Complete && st.Incomplete, Reason: st.Reason})
 }
 
-// streamItem is a line of a live stream, or the end of it.
+// streamItem is a line of a live stream and the position after it.
 type streamItem struct {
-	n    int64
-	line logs.Line
+	line LogLine
+	pos  logs.Pos
 }
 
 // live sends the step's log from the cluster, following it while the container runs. It returns
@@ -270,32 +275,27 @@ func (f *follower) live(ctx context.Context, state StepState) (bool, error) {
 	}
 	items := make(chan streamItem, 256)
 	var readErr error
-	skip := f.pos.N
+	from := f.pos
 	go func() {
 		defer close(items)
 		// Opened here rather than before the loop below: a kubelet (and kwok) answers a follow
 		// request only once the container has written something, so the open lasts as long as
 		// the container is silent; meanwhile the loop still sees the container end and sends
 		// heartbeats.
-		rc, err := h.Live.OpenLog(sctx, f.job, state.Pod, f.step, follow)
+		src, err := h.clusterLines(sctx, f.job, state.Pod, f.step, from, follow)
 		if err != nil {
 			readErr = fmt.Errorf("open the log of %s/%s: %w", state.Pod, f.step, err)
 			return
 		}
-		defer rc.Close()
-		rd := &lineReader{r: logs.NewReader(rc)}
-		var n int64
+		defer src.Close()
 		for {
-			l, err := rd.next()
+			l, err := src.Next()
 			if err != nil {
 				readErr = err
 				return
 			}
-			if n++; n <= skip {
-				continue
-			}
 			select {
-			case items <- streamItem{n: n, line: l}:
+			case items <- streamItem{line: logLine(l), pos: src.Pos()}:
 			case <-sctx.Done():
 				readErr = sctx.Err()
 				return
@@ -340,7 +340,7 @@ func (f *follower) live(ctx context.Context, state StepState) (bool, error) {
 					return false, nil
 				}
 			}
-			if err := f.add(liveLine(it.n, it.line), logPos{N: it.n}); err != nil {
+			if err := f.add(it.line, it.pos); err != nil {
 				return false, err
 			}
 			if len(items) == 0 {
@@ -365,7 +365,7 @@ func (f *follower) live(ctx context.Context, state StepState) (bool, error) {
 }
 
 // add queues a line (p is the position after it) and sends the batch when it is full.
-func (f *follower) add(l LogLine, p logPos) error {
+func (f *follower) add(l LogLine, p logs.Pos) error {
 	f.batch = append(f.batch, l)
 	f.batchBytes += len(l.Text)
 	f.pos = p

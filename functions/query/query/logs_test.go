@@ -19,6 +19,7 @@ import (
 	"github.com/omnibuildplatform/omni-orchestrator/shared/auth"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/httpapi"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/logs"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/store"
 )
@@ -133,6 +134,7 @@ type fakeLive struct {
 	grew      chan struct{} // closed and replaced when lines grow or a state changes
 	endFollow bool
 	opens     int
+	served    int // lines written to log streams
 }
 
 var _ LiveLogs = (*fakeLive)(nil)
@@ -172,7 +174,9 @@ func (f *fakeLive) StepState(_ context.Context, _ *jobs.Job, step string) (StepS
 
 var t0 = time.Date(2026, 11, 27, 19, 0, 0, 0, time.UTC)
 
-func (f *fakeLive) OpenLog(ctx context.Context, _ *jobs.Job, pod, step string, follow bool) (io.ReadCloser, error) {
+func (f *fakeLive) OpenLog(ctx context.Context, _ *jobs.Job, pod, step string, o kube.LogOptions) (io.ReadCloser, error) {
+	follow := o.Follow
+	since := o.Since.Truncate(time.Second) // the API takes whole seconds
 	f.mu.Lock()
 	f.opens++
 	if f.states[step] == NoPod {
@@ -208,7 +212,14 @@ func (f *fakeLive) OpenLog(ctx context.Context, _ *jobs.Job, pod, step string, f
 			}
 			for _, l := range lines {
 				sent++
-				if _, err := fmt.Fprintf(pw, "%s %s\n", t0.Add(time.Duration(sent)*time.Millisecond).Format(time.RFC3339Nano), l); err != nil {
+				stamp := t0.Add(time.Duration(sent) * time.Millisecond)
+				if stamp.Before(since) {
+					continue
+				}
+				f.mu.Lock()
+				f.served++
+				f.mu.Unlock()
+				if _, err := fmt.Fprintf(pw, "%s %s\n", stamp.Format(time.RFC3339Nano), l); err != nil {
 					return
 				}
 			}
@@ -385,7 +396,7 @@ func TestLogCursorPositionsAreLineNumbers(t *testing.T) {
 	f := newLogFixture(t)
 	all := numbered("l", 1, 10)
 	f.store.archive("job1", "build", all, []int{3, 3, 3, 1}, "")
-	for name, pos := range map[string]logPos{
+	for name, pos := range map[string]logs.Pos{
 		"live cursor":     {N: 4},
 		"hint to chunk 2": {N: 4, Seq: 2, Base: 3},
 	} {
@@ -427,7 +438,7 @@ func TestLogPageBeforeArchive(t *testing.T) {
 func TestLogRequestErrors(t *testing.T) {
 	f := newLogFixture(t)
 	f.store.archive("job1", "build", numbered("l", 1, 3), nil, "")
-	buildCursor := f.h.Tokens.sealCursor("job1", "build", logPos{N: 1})
+	buildCursor := f.h.Tokens.sealCursor("job1", "build", logs.Pos{N: 1})
 	tests := map[string]struct {
 		path  string
 		user  string
@@ -711,27 +722,6 @@ func TestFollowHeartbeat(t *testing.T) {
 	t.Fatal("no heartbeat")
 }
 
-// Lines are counted as log-archive counts them: one without a timestamp is kept, so numbers agree.
-func TestLineReaderKeepsLinesWithoutTimestamp(t *testing.T) {
-	in := "2026-11-27T19:00:00.000000001Z one\nno timestamp here\n2026-11-27T19:00:02Z three\n"
-	rd := &lineReader{r: logs.NewReader(strings.NewReader(in))}
-	var got []string
-	for {
-		l, err := rd.next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		got = append(got, string(l.Text)+"@"+l.Time.Format(time.StampNano))
-	}
-	want := []string{"one@Nov 27 19:00:00.000000001", "no timestamp here@Nov 27 19:00:00.000000001", "three@Nov 27 19:00:02.000000000"}
-	if d := cmp.Diff(want, got); d != "" {
-		t.Errorf("lines (-want +got):\n%s", d)
-	}
-}
-
 // A container that writes nothing and ends: the follow request, which the runtime holds until
 // a first line, does not keep the stream from noticing the end and going on to the archive.
 func TestFollowSilentContainer(t *testing.T) {
@@ -762,7 +752,7 @@ func TestFollowIncompleteArchive(t *testing.T) {
 	f.jobs.setStatus("job1", jobs.StatusLost)
 	f.store.archive("job1", "build", numbered("l", 1, 5), []int{2}, "pod gone")
 	f.store.uncount("job1", "build")
-	after := f.h.Tokens.sealCursor("job1", "build", logPos{N: 1})
+	after := f.h.Tokens.sealCursor("job1", "build", logs.Pos{N: 1})
 	c := f.follow(t, "/v1/jobs/job1/logs?step=build&follow=true", "Last-Event-ID", after)
 	c.until("the end", c.ended)
 	checkNumbers(t, c.lines, 1)

@@ -20,6 +20,7 @@ import (
 	"github.com/omnibuildplatform/omni-orchestrator/shared/httpapi"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/kube/names"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/runtime"
 )
 
@@ -35,7 +36,7 @@ type Store interface {
 
 // Observer reads a job's objects from the cluster the job runs on.
 type Observer interface {
-	Observe(ctx context.Context, cluster, jobID string) (kube.Snapshot, error)
+	Observe(ctx context.Context, cluster, namespace, jobID string) (kube.Snapshot, error)
 }
 
 // Emitter sends an event to the Broker (used by resync, which has no single reply).
@@ -89,7 +90,7 @@ func (h *Handler) Receive(ctx context.Context, e event.Event) (*event.Event, pro
 	if err := json.Unmarshal(e.Data(), &obj); err != nil {
 		return nil, cehttp.NewResult(http.StatusBadRequest, "status-sync: data is not a Kubernetes object: %v", err)
 	}
-	id := obj.Metadata.Labels[kube.LabelJobID]
+	id := obj.Metadata.Labels[names.LabelJobID]
 	if id == "" {
 		log.Debugw("ignoring object without job id", "kind", obj.Kind, "name", obj.Metadata.Name)
 		return nil, protocol.ResultACK
@@ -193,7 +194,7 @@ func (h *Handler) Resync(ctx context.Context) (Report, error) {
 }
 
 func (h *Handler) resyncJob(ctx context.Context, j *jobs.Job) (bool, error) {
-	snap, err := h.Observer.Observe(ctx, j.Cluster, j.ID)
+	snap, err := h.Observer.Observe(ctx, j.Cluster, j.Namespace, j.ID)
 	if err != nil {
 		return false, fmt.Errorf("observe job %s: %w", j.ID, err)
 	}
@@ -231,12 +232,12 @@ func (h *Handler) grace() time.Duration {
 type KubeObserver struct{ Clusters *kube.Clusters }
 
 // Observe reads job jobID's objects from cluster.
-func (k KubeObserver) Observe(ctx context.Context, cluster, jobID string) (kube.Snapshot, error) {
+func (k KubeObserver) Observe(ctx context.Context, cluster, namespace, jobID string) (kube.Snapshot, error) {
 	c, err := k.Clusters.Get(cluster)
 	if err != nil {
 		return kube.Snapshot{}, err
 	}
-	return c.Observe(ctx, jobID)
+	return c.Observe(ctx, namespace, jobID)
 }
 
 // Settings are status-sync's own settings (its binary adds the store's, the clusters' and the

@@ -16,7 +16,7 @@ const ReasonCancelled = jobs.ReasonCancelled
 
 // Deleter removes a job's objects from the cluster it runs on.
 type Deleter interface {
-	DeleteJobObjects(ctx context.Context, cluster, jobID string) error
+	DeleteJobObjects(ctx context.Context, cluster, namespace, jobID string) error
 }
 
 func (h *Handler) serveDelete(w http.ResponseWriter, r *http.Request) {
@@ -63,7 +63,7 @@ func (h *Handler) Delete(ctx context.Context, p *auth.Principal, id string) (*jo
 			return nil, fmt.Errorf("record cancel: %w", err)
 		}
 	}
-	if err := h.Deleter.DeleteJobObjects(ctx, j.Cluster, id); err != nil {
+	if err := h.Deleter.DeleteJobObjects(ctx, j.Cluster, j.Namespace, id); err != nil {
 		return nil, err
 	}
 	var previous jobs.Status
@@ -81,12 +81,12 @@ func (h *Handler) Delete(ctx context.Context, p *auth.Principal, id string) (*jo
 }
 
 // DeleteJobObjects deletes job jobID's objects from cluster.
-func (k KubePlacer) DeleteJobObjects(ctx context.Context, cluster, jobID string) error {
+func (k KubePlacer) DeleteJobObjects(ctx context.Context, cluster, namespace, jobID string) error {
 	c, err := k.Clusters.Get(cluster)
 	if err != nil {
 		return err
 	}
-	if err := c.DeleteJobObjects(ctx, jobID); err != nil {
+	if err := c.DeleteJobObjects(ctx, namespace, jobID); err != nil {
 		return fmt.Errorf("%w: %w", jobs.ErrUnavailable, err)
 	}
 	return nil
