@@ -61,10 +61,15 @@ type Cluster struct {
 	Client  kubernetes.Interface
 	Dynamic dynamic.Interface
 
+	// mu guards the capacity count below; it is never held across an API call.
 	mu        sync.Mutex
-	active    int
-	activeAt  time.Time
+	active    int       // non-finished jobs: the last count plus the jobs reserved since
+	activeAt  time.Time // when active was counted
 	activeErr error
+	// refreshing is closed when the count in flight is stored (nil: none in flight);
+	// reservedDuring counts the jobs reserved while it is in flight, which it may not see.
+	refreshing     chan struct{}
+	reservedDuring int
 }
 
 // Clusters is the set of engine instances of every arch.
@@ -219,47 +224,107 @@ func (cs *Clusters) Pick(ctx context.Context, arch string) (*Cluster, error) {
 			free = append(free, c)
 		}
 	}
-	if len(free) == 0 {
-		if lastErr != nil {
-			return nil, fmt.Errorf("pick %s instance: %w: %w", arch, jobs.ErrUnavailable, lastErr)
+	// Only the instance chosen counts the job; if another submit took its last place in the
+	// meantime, choose again among the others.
+	for len(free) > 0 {
+		i := pickWeighted(free)
+		if c := free[i]; c.reserve() {
+			return c, nil
 		}
-		return nil, fmt.Errorf("pick %s instance: %w: %w", arch, jobs.ErrUnavailable, ErrNoCapacity)
+		free = slices.Delete(free, i, i+1)
 	}
+	if lastErr != nil {
+		return nil, fmt.Errorf("pick %s instance: %w: %w", arch, jobs.ErrUnavailable, lastErr)
+	}
+	return nil, fmt.Errorf("pick %s instance: %w: %w", arch, jobs.ErrUnavailable, ErrNoCapacity)
+}
+
+// pickWeighted returns the index of one of cs at random in proportion to weight.
+func pickWeighted(cs []*Cluster) int {
 	total := 0
-	for _, c := range free {
+	for _, c := range cs {
 		total += c.Weight
 	}
 	n := rand.IntN(total)
-	for _, c := range free {
+	for i, c := range cs {
 		if n < c.Weight {
-			return c, nil
+			return i
 		}
 		n -= c.Weight
 	}
-	return free[len(free)-1], nil
+	return len(cs) - 1
 }
 
 // activeTTL bounds how stale the active-job count used for capacity may be.
 const activeTTL = 2 * time.Second
 
+// hasRoom reports whether c takes one more job now, counting its active jobs again when the
+// count is older than activeTTL. It does not count the job: reserve does, for the instance
+// chosen.
 func (c *Cluster) hasRoom(ctx context.Context) (bool, error) {
 	if c.Capacity <= 0 {
 		return true, nil
 	}
+	if err := c.refresh(ctx); err != nil {
+		return false, err
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if time.Since(c.activeAt) > activeTTL {
-		c.active, c.activeErr = c.countActive(ctx)
-		c.activeAt = time.Now()
-	}
 	if c.activeErr != nil {
 		return false, c.activeErr
 	}
-	if c.active >= c.Capacity {
-		return false, nil
+	return c.active < c.Capacity, nil
+}
+
+// reserve counts a job about to be created on c (until the next count sees it), if c has room.
+func (c *Cluster) reserve() bool {
+	if c.Capacity <= 0 {
+		return true
 	}
-	c.active++ // count the job about to be created until the next refresh
-	return true, nil
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.activeErr != nil || c.active >= c.Capacity {
+		return false
+	}
+	c.active++
+	if c.refreshing != nil {
+		c.reservedDuring++
+	}
+	return true
+}
+
+// refresh counts c's active jobs again if the count is stale. One count runs at a time per
+// cluster, without c.mu held; other callers wait for it (or for their ctx).
+func (c *Cluster) refresh(ctx context.Context) error {
+	c.mu.Lock()
+	for time.Since(c.activeAt) > activeTTL {
+		if ch := c.refreshing; ch != nil {
+			c.mu.Unlock()
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				return fmt.Errorf("count jobs on %s: %w", c.Name, ctx.Err())
+			}
+			c.mu.Lock()
+			continue
+		}
+		ch := make(chan struct{})
+		c.refreshing, c.reservedDuring = ch, 0
+		c.mu.Unlock()
+		n, err := c.countActive(ctx)
+		c.mu.Lock()
+		c.active, c.activeErr, c.activeAt = n+c.reservedDuring, err, time.Now()
+		c.refreshing = nil
+		close(ch)
+		if err != nil && ctx.Err() != nil {
+			// Our caller gave up: do not keep its cancellation as the cluster's state.
+			c.activeAt = time.Time{}
+			c.mu.Unlock()
+			return err
+		}
+	}
+	c.mu.Unlock()
+	return nil
 }
 
 func (c *Cluster) countActive(ctx context.Context) (int, error) {

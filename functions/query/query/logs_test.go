@@ -410,6 +410,43 @@ func TestLogCursorPositionsAreLineNumbers(t *testing.T) {
 	}
 }
 
+// Paging through a running step asks the cluster only for the lines since the cursor: the
+// lines read are about the step's lines (plus, per page, those of the second the page starts
+// in), not pages × lines as when every page re-read the log from line 1.
+func TestLogPagesOfARunningStepReadEachLineAboutOnce(t *testing.T) {
+	const total, limit = 5000, 250 // the fake stamps 1000 lines a second
+	f := newLogFixture(t)
+	f.live.set("build", ContainerRunning)
+	f.live.write(numbered("line", 1, total)...)
+	var got []LogLine
+	cursor := ""
+	for pages := 0; ; pages++ {
+		if pages > total/limit+1 {
+			t.Fatalf("%d pages for %d lines in pages of %d", pages, total, limit)
+		}
+		p := f.page(t, fmt.Sprintf("/v1/jobs/job1/logs?step=build&limit=%d&after=%s", limit, cursor))
+		if p.Source != "cluster" {
+			t.Fatalf("page from %s, want cluster", p.Source)
+		}
+		if len(p.Lines) == 0 {
+			break
+		}
+		got, cursor = append(got, p.Lines...), p.Cursor
+	}
+	checkNumbers(t, got, 0)
+	if d := cmp.Diff(numbered("line", 1, total), texts(got)); d != "" {
+		t.Errorf("lines (-want +got):\n%s", d)
+	}
+	f.live.mu.Lock()
+	served := f.live.served
+	f.live.mu.Unlock()
+	pages := total/limit + 1
+	if bound := total + pages*(1000+1); served > bound {
+		t.Errorf("%d pages read %d lines from the cluster, want at most %d (re-reading from line 1 reads about %d)",
+			pages, served, bound, pages*total/2)
+	}
+}
+
 func TestLogPageBeforeArchive(t *testing.T) {
 	f := newLogFixture(t)
 	// No pod yet: an empty page, not the end.
