@@ -579,6 +579,8 @@ func sseStream(t *testing.T, resp *http.Response) <-chan sseEvent {
 				ev.name = strings.TrimPrefix(line, "event: ")
 			case strings.HasPrefix(line, "data: "):
 				ev.data = strings.TrimPrefix(line, "data: ")
+			case strings.HasPrefix(line, ":"):
+				ch <- sseEvent{name: ":", data: strings.TrimSpace(strings.TrimPrefix(line, ":"))} // a comment
 			}
 		}
 	}()
@@ -594,6 +596,9 @@ type followClient struct {
 	lastID string
 	end    *followEnd
 	states []string
+	// heartbeats counts the heartbeat comments; closed is set when the stream has ended.
+	heartbeats int
+	closed     bool
 }
 
 func (f *logFixture) follow(t *testing.T, path string, header ...string) *followClient {
@@ -605,14 +610,33 @@ func (f *logFixture) follow(t *testing.T, path string, header ...string) *follow
 // until reads events until ok returns true, the stream ends, or a deadline passes.
 func (c *followClient) until(what string, ok func() bool) {
 	c.t.Helper()
+	c.read(what, ok, false)
+}
+
+// untilClosed reads events until the server ends the stream, or a deadline passes.
+func (c *followClient) untilClosed(what string) {
+	c.t.Helper()
+	c.read(what, func() bool { return c.closed }, true)
+}
+
+func (c *followClient) read(what string, ok func() bool, closing bool) {
+	c.t.Helper()
 	deadline := time.After(10 * time.Second)
 	for !ok() {
 		select {
 		case ev, open := <-c.events:
 			if !open {
+				if closing {
+					c.closed = true
+					continue
+				}
 				c.t.Fatalf("stream ended before %s; got %d lines", what, len(c.lines))
 			}
 			switch ev.name {
+			case ":":
+				if ev.data == "heartbeat" {
+					c.heartbeats++
+				}
 			case "lines":
 				var b struct{ Lines []LogLine }
 				if err := json.Unmarshal([]byte(ev.data), &b); err != nil {
@@ -732,7 +756,8 @@ func TestFollowStepThatNeverRan(t *testing.T) {
 	}
 }
 
-// The stream ends when the function stops (clients resume elsewhere with their cursor).
+// The stream ends when the function stops (clients resume elsewhere with their cursor): the
+// server closes it, without an end event (the step is not done) and without an error event.
 func TestFollowEndsOnStop(t *testing.T) {
 	f := newLogFixture(t)
 	stop := make(chan struct{})
@@ -740,23 +765,28 @@ func TestFollowEndsOnStop(t *testing.T) {
 	c := f.follow(t, "/v1/jobs/job1/logs?follow=true")
 	c.until("waiting state", func() bool { return len(c.states) > 0 })
 	close(stop)
-	for range c.events {
+	c.untilClosed("the server closing the stream after Stop")
+	if c.end != nil {
+		t.Errorf("end event %+v on stop, but the step has not ended", c.end)
+	}
+	if d := cmp.Diff([]string{"waiting"}, c.states); d != "" {
+		t.Errorf("states (-want +got):\n%s", d)
 	}
 }
 
-// Heartbeats keep a quiet stream alive.
+// Heartbeats keep a quiet stream alive: a stream with nothing to send sends a comment every
+// Heartbeat, and nothing else.
 func TestFollowHeartbeat(t *testing.T) {
 	f := newLogFixture(t)
 	f.h.Heartbeat = 5 * time.Millisecond
-	resp := f.get(t, "/v1/jobs/job1/logs?follow=true")
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if sc.Text() == ": heartbeat" {
-			return
-		}
+	c := f.follow(t, "/v1/jobs/job1/logs?follow=true")
+	c.until("three heartbeats", func() bool { return c.heartbeats >= 3 })
+	if len(c.lines) != 0 || c.end != nil {
+		t.Errorf("a quiet stream sent lines %v / end %+v", c.lines, c.end)
 	}
-	t.Fatal("no heartbeat")
+	if d := cmp.Diff([]string{"waiting"}, c.states); d != "" {
+		t.Errorf("states (-want +got):\n%s", d)
+	}
 }
 
 // A container that writes nothing and ends: the follow request, which the runtime holds until
