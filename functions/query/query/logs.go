@@ -103,7 +103,7 @@ const (
 )
 
 // Routes registers the log routes on mux, wrapped in authn.
-func (h *LogHandler) Routes(mux *http.ServeMux, authn func(http.Handler) http.Handler) {
+func (h *LogHandler) Routes(mux Mux, authn func(http.Handler) http.Handler) {
 	mux.Handle("GET /v1/jobs/{id}/logs", authn(http.HandlerFunc(h.serveLogs)))
 	mux.Handle("GET /v1/jobs/{id}/logs/{file}", authn(http.HandlerFunc(h.serveDownload)))
 }

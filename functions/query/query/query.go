@@ -58,9 +58,14 @@ var openAPI []byte
 // OpenAPI returns the OpenAPI document of the project's HTTP API.
 func OpenAPI() []byte { return openAPI }
 
+// Mux is where routes are registered (*http.ServeMux is one); tests record the patterns.
+type Mux interface {
+	Handle(pattern string, handler http.Handler)
+}
+
 // Routes registers the query routes on mux: the /v1 ones wrapped in authn, the OpenAPI document
 // without.
-func (h *Handler) Routes(mux *http.ServeMux, authn func(http.Handler) http.Handler) {
+func (h *Handler) Routes(mux Mux, authn func(http.Handler) http.Handler) {
 	mux.Handle("GET /v1/jobs/{id}", authn(http.HandlerFunc(h.serveGet)))
 	mux.Handle("GET /v1/jobs", authn(http.HandlerFunc(h.serveList)))
 	mux.Handle("POST /v1/jobs:batchGet", authn(http.HandlerFunc(h.serveBatchGet)))
@@ -68,10 +73,10 @@ func (h *Handler) Routes(mux *http.ServeMux, authn func(http.Handler) http.Handl
 	if h.Logs != nil {
 		h.Logs.Routes(mux, authn)
 	}
-	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("GET /openapi.json", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(openAPI)
-	})
+	}))
 }
 
 // Settings are query's own settings (its binary adds the store's, the clusters', the job

@@ -347,10 +347,18 @@ func (h *Handler) Function(checks ...runtime.Check) *runtime.Function {
 	}
 	return &runtime.Function{
 		Name: Name,
-		Routes: func(mux *http.ServeMux) {
-			mux.Handle("POST /v1/jobs", authn(http.HandlerFunc(h.serveSubmit)))
-			mux.Handle("DELETE /v1/jobs/{id}", authn(http.HandlerFunc(h.serveDelete)))
-		},
+		Routes: func(mux *http.ServeMux) { h.Routes(mux, authn) },
 		Checks: checks,
 	}
+}
+
+// Mux is where routes are registered (*http.ServeMux is one); tests record the patterns.
+type Mux interface {
+	Handle(pattern string, handler http.Handler)
+}
+
+// Routes registers the submit routes on mux, wrapped in authn.
+func (h *Handler) Routes(mux Mux, authn func(http.Handler) http.Handler) {
+	mux.Handle("POST /v1/jobs", authn(http.HandlerFunc(h.serveSubmit)))
+	mux.Handle("DELETE /v1/jobs/{id}", authn(http.HandlerFunc(h.serveDelete)))
 }
