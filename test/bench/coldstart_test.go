@@ -105,6 +105,9 @@ func BenchmarkColdStart(b *testing.B) {
 				}
 			}
 			b.StopTimer()
+			for what, s := range map[string]sample{name + " ready": p.fn.ready, name + " stop": p.fn.stop, "hello ready": p.hello.ready, "hello stop": p.hello.stop} {
+				s.mustBePossible(b, what)
+			}
 			res[name] = p
 			b.ReportMetric(ms(p.fn.ready.quantile(.5)), "ready-p50-ms")
 			b.ReportMetric(ms(p.hello.ready.quantile(.5)), "hello-ready-p50-ms")

@@ -1,7 +1,8 @@
 // Package bench holds omni-orchestrator's benchmarks (`make bench`). Every figure is measured
 // next to a baseline in the same run and printed with the ratio (as benchmark metrics and in a
 // table after each benchmark), so that a noisy machine moves both and the ratio still means
-// something. Nothing is asserted.
+// something. Nothing is asserted about the figures, except that they can be: a latency of
+// zero or less (a clock that measured something else than the path) fails the benchmark.
 //
 //   - BenchmarkSubmit: POST /v1/jobs (buildrpm on x86_64) through the all-in-one — auth,
 //     validation, rendering, the SQLite insert, the Kubernetes creates and the job.created
@@ -23,6 +24,12 @@
 //     (as in a cluster: function binaries link no SQLite; the node starts once, before the
 //     measured starts), real credentials and notify subscriptions files and the local clusters'
 //     configs. ns/op is the time of one turn of each (both starts and stops).
+//   - BenchmarkNotify: a job's last step is held, then released; release → the job's callback
+//     receives the terminal job.changed (the release causes the end, so this clock cannot start
+//     after the webhook), against a raw POST of the same delivery.
+//   - BenchmarkLogPages: paging (1000 lines a page) through the log of a running step of
+//     100,000 lines: lines read from the cluster per page, against the same handler on a
+//     cluster view that ignores sinceTime, so that every page re-reads the log from line 1.
 //
 // The local clusters (and the all-in-one) start once, on first use, and stop when the run ends.
 package bench

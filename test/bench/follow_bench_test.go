@@ -143,6 +143,8 @@ func BenchmarkFollow(b *testing.B) {
 			}
 		}
 		b.StopTimer()
+		apiS.mustBePossible(b, "line → client through the API")
+		rawS.mustBePossible(b, "line → raw client-go follow")
 		apiS.elapsed = time.Since(began)
 		rawS.elapsed = apiS.elapsed
 		b.ReportMetric(ms(apiS.quantile(.5)), "p50-ms")

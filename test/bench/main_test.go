@@ -140,6 +140,17 @@ func (r *results) get(name string) (sample, bool) {
 	return s, ok
 }
 
+// mustBePossible fails the benchmark when s holds a figure that cannot be: a latency of zero
+// or less means the clocks measured something else than the path (an end clock that came late).
+func (s sample) mustBePossible(b *testing.B, what string) {
+	b.Helper()
+	for _, d := range s.lat {
+		if d <= 0 {
+			b.Fatalf("%s: impossible latency %v (of %d); the clocks do not measure the path", what, d, len(s.lat))
+		}
+	}
+}
+
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 // ratio formats a/b as "2.31x", or "-" when b is missing.

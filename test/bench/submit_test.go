@@ -226,6 +226,7 @@ func measure(b *testing.B, clients, n int, op func(i int) error) sample {
 	for _, l := range lats {
 		s.lat = append(s.lat, l...)
 	}
+	s.mustBePossible(b, "submit")
 	return s
 }
 
