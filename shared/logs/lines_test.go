@@ -246,3 +246,29 @@ func TestArchiveLines(t *testing.T) {
 		t.Errorf("with chunk 3 missing: %v, want lines 1-4", got)
 	}
 }
+
+// The reader's shortcut for stamps that share the second of the line before gives what
+// time.Parse gives, and rejects what it rejects.
+func TestReaderStampsAsTimeParse(t *testing.T) {
+	stamps := []string{
+		"2026-11-27T19:00:00.000000001Z", "2026-11-27T19:00:00.5Z", "2026-11-27T19:00:00Z",
+		"2026-11-27T19:00:00.123456789Z", "2026-11-27T19:00:00.12Z", "2026-11-27T19:00:01.7Z",
+		"2026-11-27T19:00:01.000000001+01:00", "2026-11-27T19:00:01.25+01:00", "2026-11-27T19:00:01.25Z",
+		"2026-11-27T19:00:01.2x5Z", "2026-11-27T19:00:01.1234567891Z", "2026-11-27T19:00:01.Z", "2026-11-27T19:00:01",
+	}
+	var in strings.Builder
+	for i, s := range stamps {
+		fmt.Fprintf(&in, "%s line %d\n", s, i)
+	}
+	r := logs.NewReader(strings.NewReader(in.String()))
+	for i, s := range stamps {
+		l, err := r.Next()
+		want, werr := time.Parse(time.RFC3339Nano, s)
+		switch {
+		case werr != nil && !errors.Is(err, logs.ErrNoTimestamp):
+			t.Errorf("%s: %v at %v, want ErrNoTimestamp as time.Parse: %v", s, err, l.Time, werr)
+		case werr == nil && (err != nil || !l.Time.Equal(want) || string(l.Text) != fmt.Sprintf("line %d", i)):
+			t.Errorf("%s: %v %q %v, want %v", s, l.Time, l.Text, err, want.UTC())
+		}
+	}
+}

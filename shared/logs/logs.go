@@ -29,16 +29,72 @@ var ErrNoTimestamp = errors.New("log line without a timestamp")
 
 // ParseLine splits a line of a timestamped log stream ("2026-11-27T19:00:00.000000001Z text").
 func ParseLine(raw []byte) (Line, error) {
+	var p stampParser
+	return p.parse(raw)
+}
+
+// stampParser parses the lines of one stream. Consecutive lines nearly always share the
+// timestamp's date, time and zone up to the second; the parser keeps the last one it parsed
+// with time.Parse and reads only the fraction of a second of a line that shares it.
+type stampParser struct {
+	prefix []byte    // "2026-11-27T19:00:00" of the last full parse
+	suffix []byte    // its zone: "Z" or "+01:00"
+	sec    time.Time // that second, UTC
+}
+
+func (p *stampParser) parse(raw []byte) (Line, error) {
 	raw = bytes.TrimSuffix(raw, []byte("\n"))
 	ts, text, ok := bytes.Cut(raw, []byte(" "))
 	if !ok {
 		ts, text = raw, nil
 	}
+	if t, ok := p.fast(ts); ok {
+		return Line{Time: t, Text: text}, nil
+	}
 	t, err := time.Parse(time.RFC3339Nano, string(ts))
 	if err != nil {
 		return Line{Text: raw}, fmt.Errorf("%w: %q", ErrNoTimestamp, truncate(raw, 80))
 	}
-	return Line{Time: t.UTC(), Text: text}, nil
+	t = t.UTC()
+	if len(ts) >= 20 {
+		rest := ts[19:]
+		if rest[0] == '.' {
+			i := 1
+			for i < len(rest) && rest[i] >= '0' && rest[i] <= '9' {
+				i++
+			}
+			rest = rest[i:]
+		}
+		p.prefix, p.suffix = append(p.prefix[:0], ts[:19]...), append(p.suffix[:0], rest...)
+		p.sec = t.Truncate(time.Second)
+	}
+	return Line{Time: t, Text: text}, nil
+}
+
+// fast parses ts if it has the second and zone of the last full parse: then only its fraction
+// (".123456789", 1 to 9 digits, or none) is read.
+func (p *stampParser) fast(ts []byte) (time.Time, bool) {
+	if p.prefix == nil || len(ts) < 19+len(p.suffix) || !bytes.Equal(ts[:19], p.prefix) || !bytes.HasSuffix(ts, p.suffix) {
+		return time.Time{}, false
+	}
+	frac := ts[19 : len(ts)-len(p.suffix)]
+	if len(frac) == 0 {
+		return p.sec, true
+	}
+	if frac[0] != '.' || len(frac) < 2 || len(frac) > 10 {
+		return time.Time{}, false
+	}
+	ns := 0
+	for _, c := range frac[1:] {
+		if c < '0' || c > '9' {
+			return time.Time{}, false
+		}
+		ns = ns*10 + int(c-'0')
+	}
+	for range 10 - len(frac) {
+		ns *= 10
+	}
+	return p.sec.Add(time.Duration(ns)), true
 }
 
 func truncate(b []byte, n int) []byte {
@@ -54,7 +110,9 @@ const MaxLineBytes = 1 << 20
 
 // Reader reads Lines from a timestamped stream.
 type Reader struct {
-	r *bufio.Reader
+	r     *bufio.Reader
+	stamp stampParser
+	buf   []byte // a line that did not fit the reader's buffer
 	// cont is set while the rest of a line longer than MaxLineBytes is being read: its pieces
 	// carry no timestamp of their own and get contTime.
 	cont     bool
@@ -67,16 +125,21 @@ func NewReader(r io.Reader) *Reader { return &Reader{r: bufio.NewReaderSize(r, 6
 // Next returns the next line, or io.EOF at the end of the stream. A final line without a
 // newline is returned too. A line longer than MaxLineBytes comes as several Lines with the
 // same Time. A line without a timestamp is returned with an error wrapping ErrNoTimestamp.
+// The Line's Text is valid until the next call of Next (it may point into the reader's buffer).
 func (r *Reader) Next() (Line, error) {
-	var buf []byte
+	part, err := r.r.ReadSlice('\n')
+	if err == nil {
+		return r.line(part, false) // the common case: the line is in the buffer, no copy
+	}
+	buf := append(r.buf[:0], part...)
+	defer func() { r.buf = buf[:0] }()
 	for {
-		part, err := r.r.ReadSlice('\n')
-		buf = append(buf, part...)
 		switch {
 		case err == nil:
 			return r.line(buf, false)
 		case errors.Is(err, bufio.ErrBufferFull) && len(buf) < MaxLineBytes:
-			continue
+			part, err = r.r.ReadSlice('\n')
+			buf = append(buf, part...)
 		case errors.Is(err, bufio.ErrBufferFull):
 			return r.line(buf, true)
 		case errors.Is(err, io.EOF) && len(buf) > 0:
@@ -94,7 +157,7 @@ func (r *Reader) line(raw []byte, more bool) (Line, error) {
 	if r.cont {
 		l = Line{Time: r.contTime, Text: bytes.TrimSuffix(raw, []byte("\n"))}
 	} else {
-		l, err = ParseLine(raw)
+		l, err = r.stamp.parse(raw)
 	}
 	r.cont, r.contTime = more, l.Time
 	return l, err
@@ -111,6 +174,7 @@ type Chunker struct {
 	JobID, Step, Source string
 	cur                 store.LogChunk
 	seq                 int64
+	size                int // of the last chunk closed: the room a new one starts with
 }
 
 // Add adds l and returns the chunk it closed, if any.
@@ -119,11 +183,12 @@ func (c *Chunker) Add(l Line) (store.LogChunk, bool) {
 	closed := false
 	if c.cur.Lines > 0 && (len(c.cur.Data)+len(l.Text)+1 > MaxChunkBytes || c.cur.Lines >= MaxChunkLines) {
 		out, closed = c.cur, true
-		c.cur = store.LogChunk{}
+		c.cur, c.size = store.LogChunk{}, len(out.Data)
 	}
 	if c.cur.Lines == 0 {
 		c.seq++
-		c.cur = store.LogChunk{JobID: c.JobID, Step: c.Step, Source: c.Source, Seq: c.seq, FirstTime: l.Time}
+		c.cur = store.LogChunk{JobID: c.JobID, Step: c.Step, Source: c.Source, Seq: c.seq, FirstTime: l.Time,
+			Data: make([]byte, 0, min(MaxChunkBytes, max(len(l.Text)+1, c.size)))}
 	}
 	c.cur.Data = append(append(c.cur.Data, l.Text...), '\n')
 	c.cur.Lines++

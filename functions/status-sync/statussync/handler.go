@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"knative.dev/pkg/logging"
 
 	"github.com/omnibuildplatform/omni-orchestrator/shared/events"
@@ -63,7 +64,9 @@ func (h *Handler) now() time.Time {
 	return time.Now().UTC()
 }
 
-// object is the part of a Job or Pod every event is routed by.
+// object is what status-sync reads of a Job or Pod: the fields every event is routed by, and
+// the status that ApplyJob and ApplyPod derive the job from. Only these are decoded, once; the
+// rest of the object (its spec, its managed fields: most of its bytes) is skipped.
 type object struct {
 	Kind     string `json:"kind"`
 	Metadata struct {
@@ -71,6 +74,19 @@ type object struct {
 		ResourceVersion string            `json:"resourceVersion"`
 		Labels          map[string]string `json:"labels"`
 	} `json:"metadata"`
+	Status json.RawMessage `json:"status"`
+}
+
+func (o *object) meta() metav1.ObjectMeta {
+	return metav1.ObjectMeta{Name: o.Metadata.Name, ResourceVersion: o.Metadata.ResourceVersion, Labels: o.Metadata.Labels}
+}
+
+// decodeStatus decodes the object's status into into (an object without one keeps the zero).
+func (o *object) decodeStatus(into any) error {
+	if len(o.Status) == 0 || string(o.Status) == "null" {
+		return nil
+	}
+	return json.Unmarshal(o.Status, into)
 }
 
 // Receive handles one ApiServerSource event. It answers 400 for events it can never use, an
@@ -99,14 +115,14 @@ func (h *Handler) Receive(ctx context.Context, e event.Event) (*event.Event, pro
 	var apply func(j *jobs.Job, now time.Time) Outcome
 	switch obj.Kind {
 	case "Job":
-		var kj batchv1.Job
-		if err := json.Unmarshal(e.Data(), &kj); err != nil {
+		kj := batchv1.Job{ObjectMeta: obj.meta()}
+		if err := obj.decodeStatus(&kj.Status); err != nil {
 			return nil, cehttp.NewResult(http.StatusBadRequest, "status-sync: decode Job: %v", err)
 		}
 		apply = func(j *jobs.Job, now time.Time) Outcome { return ApplyJob(j, &kj, deleted, now) }
 	case "Pod":
-		var pod corev1.Pod
-		if err := json.Unmarshal(e.Data(), &pod); err != nil {
+		pod := corev1.Pod{ObjectMeta: obj.meta()}
+		if err := obj.decodeStatus(&pod.Status); err != nil {
 			return nil, cehttp.NewResult(http.StatusBadRequest, "status-sync: decode Pod: %v", err)
 		}
 		apply = func(j *jobs.Job, now time.Time) Outcome { return ApplyPod(j, &pod, deleted, now) }
