@@ -17,9 +17,9 @@ import (
 
 	"github.com/omnibuildplatform/omni-orchestrator/functions/notify/notify"
 	"github.com/omnibuildplatform/omni-orchestrator/local/allinone"
+	"github.com/omnibuildplatform/omni-orchestrator/local/platform"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/events"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/kube/names"
-	"github.com/omnibuildplatform/omni-orchestrator/test/platform"
 )
 
 const (

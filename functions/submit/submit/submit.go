@@ -346,7 +346,7 @@ func (h *Handler) Function(checks ...runtime.Check) *runtime.Function {
 		authn = func(next http.Handler) http.Handler { return next }
 	}
 	return &runtime.Function{
-		Name: Name,
+		Name:   Name,
 		Routes: func(mux *http.ServeMux) { h.Routes(mux, authn) },
 		Checks: checks,
 	}
