@@ -12,8 +12,12 @@ import (
 	"testing"
 	"time"
 
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/omnibuildplatform/omni-orchestrator/functions/notify/notify"
 	"github.com/omnibuildplatform/omni-orchestrator/local/allinone"
@@ -53,7 +57,11 @@ func BenchmarkNotify(b *testing.B) {
 	rcv := newEndReceiver()
 	defer rcv.Close()
 	hc := &http.Client{Timeout: time.Minute}
+	// For reference only, never as the end's clock: when a watch of the cluster sees the end.
+	ends := watchEnds(ctx, cl.Clientset())
 
+	var seenMu sync.Mutex
+	var seen sample // release → the end seen by the watch: kwok's share, roughly
 	one := func() (endToHook, endToStored, storedToHook, raw time.Duration, err error) {
 		id, err := submitNotifyJob(ctx, m, hc, cluster, rcv.URL+"/hook", last)
 		if err != nil {
@@ -69,6 +77,11 @@ func BenchmarkNotify(b *testing.B) {
 		got, err := rcv.wait(id, 2*time.Minute)
 		if err != nil {
 			return 0, 0, 0, 0, err
+		}
+		if end, err := ends.wait(id, 10*time.Second); err == nil {
+			seenMu.Lock()
+			seen.lat = append(seen.lat, end.Sub(released))
+			seenMu.Unlock()
 		}
 		raw, err = rcv.replay(hc, got)
 		if err != nil {
@@ -106,6 +119,9 @@ func BenchmarkNotify(b *testing.B) {
 	if _, _, _, _, err := round(notifyInFlight); err != nil { // warm up: connections, caches
 		b.Fatal(err)
 	}
+	seenMu.Lock()
+	seen = sample{}
+	seenMu.Unlock()
 
 	var hook, stored, notified, raw sample
 	b.ResetTimer()
@@ -137,6 +153,7 @@ func BenchmarkNotify(b *testing.B) {
 			row("job end → webhook received", hook, fmt.Sprintf("p50 %s, p99 %s",
 				ratio(ms(hook.quantile(.5)), ms(raw.quantile(.5))), ratio(ms(hook.quantile(.99)), ms(raw.quantile(.99))))),
 			row("  of which job end → end stored (kwok, adapter, router, status-sync)", stored, ""),
+			row("    for reference: job end → a watch of the cluster sees it (kwok's share; not a clock)", seen, ""),
 			row("  of which end stored → webhook received (reply, router, notify)", notified, fmt.Sprintf("p50 %s, p99 %s",
 				ratio(ms(notified.quantile(.5)), ms(raw.quantile(.5))), ratio(ms(notified.quantile(.99)), ms(raw.quantile(.99))))),
 		})
@@ -149,7 +166,8 @@ func submitNotifyJob(ctx context.Context, m *allinone.Main, hc *http.Client, arc
 		"service": "bench", "task": "buildrpm", "arch": arch, "domain": "notify",
 		"parameters": map[string]any{"srpmUrl": "https://repo.example.org/src/zlib-1.3.1-1.src.rpm"},
 		"callback":   callback,
-		"labels":     map[string]string{platform.AnnotationHoldStep: hold},
+		// Held until released, then ended at once (no simulated run time after the release).
+		"labels": map[string]string{platform.AnnotationHoldStep: hold, platform.AnnotationDurationPrefix + hold: "0s"},
 	})
 	if err != nil {
 		return "", err
@@ -277,4 +295,97 @@ func releaseStep(ctx context.Context, cl *platform.Cluster, id string) error {
 		return fmt.Errorf("job %s has no pod to release", id)
 	}
 	return nil
+}
+
+// endWatch records when a watch of the cluster first saw each job end: its pod Succeeded or
+// Failed, or its Job Complete or Failed, whichever came first.
+type endWatch struct {
+	mu      sync.Mutex
+	ends    map[string]time.Time
+	waiters map[string][]chan struct{}
+}
+
+func watchEnds(ctx context.Context, cs kubernetes.Interface) *endWatch {
+	w := &endWatch{ends: map[string]time.Time{}, waiters: map[string][]chan struct{}{}}
+	opts := metav1.ListOptions{LabelSelector: names.LabelJobID}
+	go w.follow(ctx, func(ctx context.Context, rv string) (watch.Interface, error) {
+		o := opts
+		o.ResourceVersion = rv
+		return cs.CoreV1().Pods("default").Watch(ctx, o)
+	})
+	go w.follow(ctx, func(ctx context.Context, rv string) (watch.Interface, error) {
+		o := opts
+		o.ResourceVersion = rv
+		return cs.BatchV1().Jobs("default").Watch(ctx, o)
+	})
+	return w
+}
+
+// follow runs a watch until ctx is done, starting it again (from the last version seen) when
+// the server ends it.
+func (w *endWatch) follow(ctx context.Context, start func(context.Context, string) (watch.Interface, error)) {
+	rv := ""
+	for ctx.Err() == nil {
+		wi, err := start(ctx, rv)
+		if err != nil {
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond): // back off before watching again
+			}
+			continue
+		}
+		for ev := range wi.ResultChan() {
+			at := time.Now()
+			switch o := ev.Object.(type) {
+			case *metav1.Status: // e.g. 410 Gone: the version is too old; list afresh
+				rv = ""
+			case *corev1.Pod:
+				rv = o.ResourceVersion
+				if o.Status.Phase == corev1.PodSucceeded || o.Status.Phase == corev1.PodFailed {
+					w.saw(o.Labels[names.LabelJobID], at)
+				}
+			case *batchv1.Job:
+				rv = o.ResourceVersion
+				for _, c := range o.Status.Conditions {
+					if c.Status == corev1.ConditionTrue && (c.Type == batchv1.JobComplete || c.Type == batchv1.JobFailed) {
+						w.saw(o.Labels[names.LabelJobID], at)
+					}
+				}
+			}
+		}
+		wi.Stop()
+	}
+}
+
+func (w *endWatch) saw(id string, at time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, ok := w.ends[id]; ok || id == "" {
+		return
+	}
+	w.ends[id] = at
+	for _, ch := range w.waiters[id] {
+		close(ch)
+	}
+	delete(w.waiters, id)
+}
+
+// wait returns when the watch first saw job id end.
+func (w *endWatch) wait(id string, timeout time.Duration) (time.Time, error) {
+	w.mu.Lock()
+	if at, ok := w.ends[id]; ok {
+		w.mu.Unlock()
+		return at, nil
+	}
+	ch := make(chan struct{})
+	w.waiters[id] = append(w.waiters[id], ch)
+	w.mu.Unlock()
+	select {
+	case <-ch:
+	case <-time.After(timeout):
+		return time.Time{}, fmt.Errorf("job %s: the watch did not see it end within %s", id, timeout)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.ends[id], nil
 }
