@@ -194,6 +194,9 @@ func (a *ArchiveLines) Next() (Numbered, error) {
 // Pos implements Lines.
 func (a *ArchiveLines) Pos() Pos { return a.pos }
 
+// Gap reports whether the lines ended at a gap in the chunks rather than after the last one.
+func (a *ArchiveLines) Gap() bool { return a.gap }
+
 // Close implements Lines.
 func (a *ArchiveLines) Close() error { return nil }
 

@@ -1,6 +1,7 @@
 package query
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -97,9 +98,8 @@ const (
 	MaxLogLimit     = 10000
 	// maxPageBytes bounds the text of one page (at least one line is always returned).
 	maxPageBytes = 4 << 20
-	// chunkBatch is how many chunks one read of the download asks for (each at most
-	// logs.MaxChunkBytes).
-	chunkBatch = 8
+	// downloadBuffer is how much of a download is written at once.
+	downloadBuffer = 256 << 10
 )
 
 // Routes registers the log routes on mux, wrapped in authn.
@@ -410,9 +410,13 @@ func (h *LogHandler) download(w http.ResponseWriter, r *http.Request, j *jobs.Jo
 		w.Header().Set("Retry-After", "10")
 		err = fmt.Errorf("download log of job %s step %s: %w", j.ID, step, errNotArchived)
 	}
-	var first []store.LogChunk
+	src := logs.Archive(ctx, h.Store, j.ID, step, logs.Pos{})
+	var first logs.Numbered
 	if err == nil {
-		first, err = h.Store.LogChunks(ctx, j.ID, step, store.LogSourceArchive, 0, chunkBatch)
+		// The first read decides the status: a store that fails now is a problem document.
+		if first, err = src.Next(); errors.Is(err, io.EOF) {
+			first.N, err = 0, nil
+		}
 	}
 	if err != nil {
 		httpapi.Error(w, r, err)
@@ -434,24 +438,22 @@ func (h *LogHandler) download(w http.ResponseWriter, r *http.Request, j *jobs.Jo
 		}, st.Reason))
 	}
 	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
-	after, chunks := int64(0), first
-	for len(chunks) > 0 {
-		for _, c := range chunks {
-			if c.Seq != after+1 {
-				logging.FromContext(ctx).Warnw("archived log has a gap", "job", j.ID, "step", step, "after", after, "next", c.Seq)
-				return
-			}
-			if _, err := w.Write(c.Data); err != nil {
-				return
-			}
-			after = c.Seq
+	bw := bufio.NewWriterSize(w, downloadBuffer)
+	for l := first; l.N > 0; {
+		bw.Write(l.Text)
+		if err := bw.WriteByte('\n'); err != nil {
+			return // the client went away
 		}
-		_ = rc.Flush()
-		if chunks, err = h.Store.LogChunks(ctx, j.ID, step, store.LogSourceArchive, after, chunkBatch); err != nil {
+		if l, err = src.Next(); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
 			// Too late for a status: cut the body short, so the client sees a broken download.
 			logging.FromContext(ctx).Errorw("download log", "job", j.ID, "step", step, "error", err)
 			panic(http.ErrAbortHandler)
 		}
 	}
+	if src.Gap() {
+		logging.FromContext(ctx).Warnw("archived log has a gap", "job", j.ID, "step", step, "after", src.Pos().N)
+	}
+	_ = bw.Flush()
 }
