@@ -253,38 +253,30 @@ func (h *Handler) archiveStep(ctx context.Context, cl Cluster, j *jobs.Job, pods
 		}
 		return st, err
 	}
-	defer rc.Close()
-	ch := &logs.Chunker{JobID: j.ID, Step: step, Source: store.LogSourceArchive}
-	put := func(c store.LogChunk) error {
-		if err := h.Logs.PutLogChunk(ctx, c); err != nil {
-			return err
+	cctx, cancel := context.WithCancel(ctx)
+	chunks := chunkStream(cctx, rc, j.ID, step, pod.Name)
+	defer func() {
+		cancel()
+		rc.Close() // ends a read in flight
+		for range chunks {
+		}
+	}()
+	// One chunk is stored while the next is cut: the store's writes and the parsing overlap.
+	// Chunks are stored one by one, in order, by this goroutine alone.
+	for c := range chunks {
+		if c.err != nil {
+			return st, c.err
+		}
+		if err := h.Logs.PutLogChunk(ctx, c.LogChunk); err != nil {
+			return st, err
 		}
 		st.LastSeq = c.Seq
 		st.Bytes += int64(len(c.Data))
 		st.Lines += int64(c.Lines)
 		if h.AfterChunk != nil {
-			return h.AfterChunk(ctx, c)
-		}
-		return nil
-	}
-	r := logs.NewNumberer(rc)
-	for {
-		l, err := r.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return st, fmt.Errorf("read the log of pod %s: %w", pod.Name, err)
-		}
-		if c, ok := ch.Add(logs.Line{Time: l.Time, Text: l.Text}); ok {
-			if err := put(c); err != nil {
+			if err := h.AfterChunk(ctx, c.LogChunk); err != nil {
 				return st, err
 			}
-		}
-	}
-	if c, ok := ch.Flush(); ok {
-		if err := put(c); err != nil {
-			return st, err
 		}
 	}
 	// An earlier delivery may have stored more of this step than the stream gave now (the
@@ -319,6 +311,49 @@ func (h *Handler) storedSince(ctx context.Context, st store.LogStep) (store.LogS
 			st.Lines += int64(c.Lines)
 		}
 	}
+}
+
+// cut is a chunk of a step's log, or the error that ended the reading.
+type cut struct {
+	store.LogChunk
+	err error
+}
+
+// chunkStream reads the timestamped log rc of step and cuts it into chunks (shared/logs'
+// numbering and Chunker), in a goroutine of its own. The channel closes after the last chunk
+// or an error; a caller that stops early cancels ctx, closes rc and drains the channel.
+func chunkStream(ctx context.Context, rc io.Reader, jobID, step, pod string) <-chan cut {
+	out := make(chan cut, 1)
+	go func() {
+		defer close(out)
+		send := func(c cut) bool {
+			select {
+			case out <- c:
+				return true
+			case <-ctx.Done():
+				return false
+			}
+		}
+		ch := &logs.Chunker{JobID: jobID, Step: step, Source: store.LogSourceArchive}
+		r := logs.NewNumberer(rc)
+		for {
+			l, err := r.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				send(cut{err: fmt.Errorf("read the log of pod %s: %w", pod, err)})
+				return
+			}
+			if c, ok := ch.Add(logs.Line{Time: l.Time, Text: l.Text}); ok && !send(cut{LogChunk: c}) {
+				return
+			}
+		}
+		if c, ok := ch.Flush(); ok {
+			send(cut{LogChunk: c})
+		}
+	}()
+	return out
 }
 
 // incomplete records that the log of st's step can no longer be read, with what an earlier,
