@@ -241,7 +241,7 @@ func (h *Handler) archiveStep(ctx context.Context, cl Cluster, j *jobs.Job, pods
 			st.Complete = true
 			return st, h.putStep(ctx, st, "complete")
 		}
-		return h.incomplete(ctx, held, fmt.Sprintf("the job's pods were gone before the log of step %s was archived", step))
+		return h.incomplete(ctx, held, fmt.Sprintf("the job's pods that ran step %s were gone before its log was archived", step))
 	}
 	if cs.State.Running != nil {
 		return st, fmt.Errorf("container %s of pod %s: %w", step, pod.Name, errStillRunning)
