@@ -77,6 +77,7 @@ func observe(j *jobs.Job, key, rv string, deleted bool) Outcome {
 // For a failure, the Job's reason is the job's whenever a Job snapshot shows it (until a failed
 // step is named), and so is the Job's end time (completionTime, or the Failed condition's time)
 // until the steps are settled (see settle), so the result does not depend on which came first.
+// It reads only the Job's name, resourceVersion and status: Receive decodes no more of an event.
 func ApplyJob(j *jobs.Job, kj *batchv1.Job, deleted bool, now time.Time) Outcome {
 	before := j.Clone()
 	if o := observe(j, "Job/"+kj.Name, kj.ResourceVersion, deleted); o != Recorded {
@@ -124,7 +125,8 @@ func jobEnd(kj *batchv1.Job) (jobs.Status, string, string, time.Time) {
 
 // ApplyPod applies a snapshot of one of the job's pods: its containers are the job's steps. A
 // pod that has ended (or is deleted) is final: a step it shows still waiting never ran, and a step
-// it shows running will never be seen ending.
+// it shows running will never be seen ending. It reads only the pod's name, resourceVersion and
+// status: Receive decodes no more of an event.
 func ApplyPod(j *jobs.Job, pod *corev1.Pod, deleted bool, now time.Time) Outcome {
 	before := j.Clone()
 	if o := observe(j, "Pod/"+pod.Name, pod.ResourceVersion, deleted); o != Recorded {

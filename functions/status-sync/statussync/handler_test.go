@@ -53,7 +53,9 @@ func cloudEvent(t *testing.T, e recEvent) event.Event {
 // observer serves recorded cluster objects by job id.
 type observer map[string]kube.Snapshot
 
-func (o observer) Observe(_ context.Context, _, id string) (kube.Snapshot, error) { return o[id], nil }
+func (o observer) Observe(_ context.Context, _, _, id string) (kube.Snapshot, error) {
+	return o[id], nil
+}
 
 // emitter records what the resync emits.
 type emitter struct {
@@ -142,7 +144,7 @@ func TestResyncSettlesJobSet(t *testing.T) {
 // deleter is submit's Deleter, calling during before it returns.
 type deleter struct{ during func() }
 
-func (d deleter) DeleteJobObjects(context.Context, string, string) error {
+func (d deleter) DeleteJobObjects(context.Context, string, string, string) error {
 	if d.during != nil {
 		d.during()
 	}

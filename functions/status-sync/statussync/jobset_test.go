@@ -17,6 +17,7 @@ import (
 
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/kube/names"
 )
 
 const jobTrackingFinalizer = "batch.kubernetes.io/job-tracking"
@@ -136,7 +137,7 @@ func (s *sim) emitPod(deleted bool) {
 func record(n int, sc scenario, rv *int) recorded {
 	id := fmt.Sprintf("job-%02d", n)
 	created := t0.Add(time.Duration(n) * time.Minute)
-	labels := map[string]string{kube.LabelJobID: id}
+	labels := map[string]string{names.LabelJobID: id}
 	s := &sim{now: created, rv: rv}
 	start := &jobs.Job{ID: id, Service: "team-a", Task: sc.task, Cluster: "x86_64", Status: jobs.StatusPending,
 		CreatedAt: created, CancelRequested: sc.holdStep != ""}
@@ -150,7 +151,7 @@ func record(n int, sc scenario, rv *int) recorded {
 	s.pod = &corev1.Pod{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
 		ObjectMeta: metav1.ObjectMeta{Name: "omni-" + id + "-x7k2p", Namespace: "default", Labels: labels,
 			CreationTimestamp: s.tick(10 * time.Millisecond),
-			Finalizers:        []string{jobTrackingFinalizer, kube.PodFinalizer}},
+			Finalizers:        []string{jobTrackingFinalizer, names.PodFinalizer}},
 		Status: corev1.PodStatus{Phase: corev1.PodPending, QOSClass: corev1.PodQOSBestEffort}}
 	s.emitPod(false)
 	s.pod.Spec.NodeName = "kwok-node-0"
@@ -261,7 +262,7 @@ func record(n int, sc scenario, rv *int) recorded {
 		}
 		s.pod.Status.Phase = corev1.PodFailed
 		s.emitPod(false)
-		s.pod.Finalizers = []string{kube.PodFinalizer}
+		s.pod.Finalizers = []string{names.PodFinalizer}
 		s.emitPod(false)
 		held := s.pod.DeepCopy()
 		s.pod.Finalizers = nil
@@ -301,7 +302,7 @@ func record(n int, sc scenario, rv *int) recorded {
 		s.kj.Status.CompletionTime = ptr(metav1.NewTime(s.now.Truncate(time.Second)))
 	}
 	s.emitJob(false)
-	s.pod.Finalizers = []string{kube.PodFinalizer}
+	s.pod.Finalizers = []string{names.PodFinalizer}
 	s.emitPod(false)
 	return recorded{sc: sc, start: start, events: s.events,
 		held: kube.Snapshot{Job: s.kj.DeepCopy(), Pods: []corev1.Pod{*s.pod.DeepCopy()}},
