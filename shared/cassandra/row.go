@@ -12,17 +12,17 @@ import (
 
 // jobColumns is the column list of jobs_by_id, in the order of row.args and scanJob.
 const jobColumns = `id, service, task, domain, arch, cluster, namespace, status, reason, message, callback,
-	cancel_requested, parameters, labels, steps, observed, created_at, started_at, finished_at, updated_at, revision`
+	cancel_requested, parameters, labels, steps, observed, created_at, started_at, finished_at, updated_at, revision, queue`
 
 const (
 	selectJob = `SELECT ` + jobColumns + ` FROM jobs_by_id WHERE id = ?`
 	insertJob = `INSERT INTO jobs_by_id (` + jobColumns + `)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS`
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS`
 	// updateJob sets every column but id (row.args()[1:]), then binds id and the expected revision.
 	updateJob = `UPDATE jobs_by_id SET service = ?, task = ?, domain = ?, arch = ?, cluster = ?,
 		namespace = ?, status = ?, reason = ?, message = ?, callback = ?, cancel_requested = ?, parameters = ?,
 		labels = ?, steps = ?, observed = ?, created_at = ?, started_at = ?, finished_at = ?, updated_at = ?,
-		revision = ? WHERE id = ? IF revision = ?`
+		revision = ?, queue = ? WHERE id = ? IF revision = ?`
 )
 
 // row is a job as jobs_by_id holds it.
@@ -45,7 +45,7 @@ func (r *row) args() []any {
 		j.ID, j.Service, j.Task, j.Domain, j.Arch, j.Cluster, j.Namespace, string(j.Status),
 		j.Reason, j.Message, j.Callback, j.CancelRequested,
 		r.Parameters, r.Labels, r.Steps, r.Observed,
-		j.CreatedAt, nullTime(j.StartedAt), nullTime(j.FinishedAt), j.UpdatedAt, j.Revision,
+		j.CreatedAt, nullTime(j.StartedAt), nullTime(j.FinishedAt), j.UpdatedAt, j.Revision, r.Queue,
 	}
 }
 
@@ -62,12 +62,13 @@ func scanJob(scan func(dest ...any) error) (*jobs.Job, error) {
 		j                                   jobs.Job
 		status                              string
 		parameters, labels, steps, observed string
+		queue                               string
 		started, finished                   time.Time
 	)
 	if err := scan(&j.ID, &j.Service, &j.Task, &j.Domain, &j.Arch, &j.Cluster, &j.Namespace, &status,
 		&j.Reason, &j.Message, &j.Callback, &j.CancelRequested,
 		&parameters, &labels, &steps, &observed,
-		&j.CreatedAt, &started, &finished, &j.UpdatedAt, &j.Revision); err != nil {
+		&j.CreatedAt, &started, &finished, &j.UpdatedAt, &j.Revision, &queue); err != nil {
 		return nil, err
 	}
 	j.Status = jobs.Status(status)
@@ -96,6 +97,9 @@ func scanJob(scan func(dest ...any) error) (*jobs.Job, error) {
 		if err := json.Unmarshal([]byte(c.text), c.dst); err != nil {
 			return nil, fmt.Errorf("decode %s of job %s: %w", c.name, j.ID, err)
 		}
+	}
+	if err := store.DecodeQueue(&j, queue); err != nil {
+		return nil, err
 	}
 	return &j, nil
 }

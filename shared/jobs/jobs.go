@@ -9,8 +9,12 @@ import (
 // Status is the lifecycle state of a job.
 type Status string
 
-// The job statuses. pending → running → one of the terminal ones; terminal states are sticky.
+// The job statuses. queued → pending → running → one of the terminal ones; terminal states
+// are sticky.
 const (
+	// StatusQueued: recorded, waiting in the build queue for room on an engine instance of its
+	// arch (docs/queue.md); nothing exists on a cluster yet.
+	StatusQueued Status = "queued"
 	// StatusPending: recorded; the cluster objects are created or being created, no pod runs yet.
 	StatusPending Status = "pending"
 	// StatusRunning: a pod of the job has started.
@@ -26,7 +30,7 @@ const (
 )
 
 // Statuses lists every status, in lifecycle order.
-var Statuses = []Status{StatusPending, StatusRunning, StatusSucceeded, StatusFailed, StatusCancelled, StatusLost}
+var Statuses = []Status{StatusQueued, StatusPending, StatusRunning, StatusSucceeded, StatusFailed, StatusCancelled, StatusLost}
 
 // Valid reports whether s is a known status.
 func (s Status) Valid() bool {
@@ -50,13 +54,15 @@ func (s Status) Terminal() bool {
 // rank orders statuses so that a job only moves forward.
 func (s Status) rank() int {
 	switch s {
-	case StatusPending:
+	case StatusQueued:
 		return 0
-	case StatusRunning:
+	case StatusPending:
 		return 1
+	case StatusRunning:
+		return 2
 	}
 	if s.Terminal() {
-		return 2
+		return 3
 	}
 	return -1
 }
@@ -151,6 +157,9 @@ type Job struct {
 	// Callback is the URL notified of every change of this job, if any.
 	Callback string `json:"callback,omitempty"`
 	Steps    []Step `json:"steps"`
+	// Queue is how the job went through the build queue: its class, its slots, why and where it
+	// waits, when it was dispatched (nil for a job recorded before the queue existed).
+	Queue *Queue `json:"queue,omitempty"`
 	// CancelRequested is set when a client asked to stop the job; the next observation ends it cancelled.
 	CancelRequested bool       `json:"cancelRequested,omitempty"`
 	CreatedAt       time.Time  `json:"createdAt"`
@@ -267,6 +276,14 @@ func (j *Job) Clone() *Job {
 		for k, v := range j.Observed {
 			c.Observed[k] = v
 		}
+	}
+	if j.Queue != nil {
+		q := *j.Queue
+		if q.DispatchedAt != nil {
+			at := *q.DispatchedAt
+			q.DispatchedAt = &at
+		}
+		c.Queue = &q
 	}
 	c.Steps = make([]Step, len(j.Steps))
 	copy(c.Steps, j.Steps)

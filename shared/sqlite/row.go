@@ -14,7 +14,7 @@ import (
 // jobColumns is the column list of the jobs table, in the order of row.args and scanJob.
 const jobColumns = `id, service, task, domain, arch, cluster, namespace, status, active, reason, message,
 	callback, cancel_requested, parameters, labels, steps, observed, created_at, started_at, finished_at,
-	updated_at, revision`
+	updated_at, revision, queue`
 
 // updateSet assigns every column but id, in the order of row.args()[1:].
 var updateSet = func() string {
@@ -46,7 +46,7 @@ func (r *row) args() []any {
 		j.NeedsResync(), j.Reason, j.Message, j.Callback, j.CancelRequested,
 		r.Parameters, r.Labels, r.Steps, r.Observed,
 		j.CreatedAt.UnixMilli(), nullMillis(j.StartedAt), nullMillis(j.FinishedAt), j.UpdatedAt.UnixMilli(),
-		j.Revision,
+		j.Revision, r.Queue,
 	}
 }
 
@@ -75,13 +75,14 @@ func scanJob(s scanner) (*jobs.Job, error) {
 		status                              string
 		active                              bool
 		parameters, labels, steps, observed string
+		queue                               string
 		created, updated                    int64
 		started, finished                   sql.NullInt64
 	)
 	if err := s.Scan(&j.ID, &j.Service, &j.Task, &j.Domain, &j.Arch, &j.Cluster, &j.Namespace, &status,
 		&active, &j.Reason, &j.Message, &j.Callback, &j.CancelRequested,
 		&parameters, &labels, &steps, &observed,
-		&created, &started, &finished, &updated, &j.Revision); err != nil {
+		&created, &started, &finished, &updated, &j.Revision, &queue); err != nil {
 		return nil, err
 	}
 	j.Status = jobs.Status(status)
@@ -100,6 +101,9 @@ func scanJob(s scanner) (*jobs.Job, error) {
 		if err := json.Unmarshal([]byte(c.text), c.dst); err != nil {
 			return nil, fmt.Errorf("decode %s of job %s: %w", c.name, j.ID, err)
 		}
+	}
+	if err := store.DecodeQueue(&j, queue); err != nil {
+		return nil, err
 	}
 	return &j, nil
 }

@@ -5,6 +5,7 @@ package store
 
 import (
 	"encoding/json"
+	"fmt"
 	"time"
 
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
@@ -52,6 +53,9 @@ func Normalize(j *jobs.Job) {
 	j.UpdatedAt = MS(j.UpdatedAt)
 	j.StartedAt = MSP(j.StartedAt)
 	j.FinishedAt = MSP(j.FinishedAt)
+	if j.Queue != nil {
+		j.Queue.DispatchedAt = MSP(j.Queue.DispatchedAt)
+	}
 	for i := range j.Steps {
 		j.Steps[i].StartedAt = MSP(j.Steps[i].StartedAt)
 		j.Steps[i].FinishedAt = MSP(j.Steps[i].FinishedAt)
@@ -167,6 +171,8 @@ func EncodeJSON(field string, v any) (string, error) {
 // JSONColumns are the job fields both stores keep as JSON text.
 type JSONColumns struct {
 	Parameters, Labels, Steps, Observed string
+	// Queue is the job's queue record, "" for none (a job recorded before the queue existed).
+	Queue string
 }
 
 // EncodeJSONColumns encodes the JSON-text columns of j; an unencodable field is an InvalidError
@@ -183,5 +189,23 @@ func EncodeJSONColumns(j *jobs.Job) (JSONColumns, error) {
 			return JSONColumns{}, err
 		}
 	}
+	if j.Queue != nil {
+		if c.Queue, err = EncodeJSON("queue", j.Queue); err != nil {
+			return JSONColumns{}, err
+		}
+	}
 	return c, nil
+}
+
+// DecodeQueue decodes the queue column of a stored job ("" is none).
+func DecodeQueue(j *jobs.Job, text string) error {
+	if text == "" {
+		return nil
+	}
+	var q jobs.Queue
+	if err := json.Unmarshal([]byte(text), &q); err != nil {
+		return fmt.Errorf("decode queue of job %s: %w", j.ID, err)
+	}
+	j.Queue = &q
+	return nil
 }

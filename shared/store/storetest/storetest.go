@@ -69,6 +69,9 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 	for name, test := range logTestsOf() {
 		tests[name] = test
 	}
+	for name, test := range slotTestsOf() {
+		tests[name] = test
+	}
 	names := make([]string, 0, len(tests))
 	for name := range tests {
 		names = append(names, name)

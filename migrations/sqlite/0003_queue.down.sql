@@ -1,0 +1,2 @@
+DROP TABLE IF EXISTS slots;
+ALTER TABLE jobs DROP COLUMN queue;

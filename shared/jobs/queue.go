@@ -1,0 +1,32 @@
+package jobs
+
+import "time"
+
+// Queue is a job's passage through the build queue (docs/queue.md).
+type Queue struct {
+	// Class is the priority class the job was submitted with (urgent, normal, background, …).
+	Class string `json:"class"`
+	// Slots is how many slots of an engine instance the job takes while it runs.
+	Slots int `json:"slots"`
+	// ConcurrencyKey is the job type's concurrency key rendered for this job ("" for none).
+	ConcurrencyKey string `json:"concurrencyKey,omitempty"`
+	// Position is the job's place in dispatch order (1 = next) while it is queued, as of the
+	// last dispatch pass; 0 once dispatched.
+	Position int `json:"position,omitempty"`
+	// Reason says why the job waits, as of the last dispatch pass.
+	Reason string `json:"reason,omitempty"`
+	// DispatchedAt is when the job was placed on an engine instance (queued → pending).
+	DispatchedAt *time.Time `json:"dispatchedAt,omitempty"`
+	// Claim names the slot claims the job holds ("<job id>/<claim>" is their holder). Set when
+	// the job is dispatched; a slot held under another claim is an orphan the dispatcher frees.
+	Claim string `json:"claim,omitempty"`
+}
+
+// Wait is how long the job waited in the queue: from CreatedAt to its dispatch (0 if it was
+// not dispatched).
+func (j *Job) Wait() time.Duration {
+	if j.Queue == nil || j.Queue.DispatchedAt == nil {
+		return 0
+	}
+	return j.Queue.DispatchedAt.Sub(j.CreatedAt)
+}
