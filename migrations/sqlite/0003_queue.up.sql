@@ -1,5 +1,5 @@
 -- The build queue (docs/queue.md). A job's queue record (class, slots, concurrency key,
--- position and reason while it waits, dispatch time and claim) is JSON text; '' for jobs
+-- position and reason while it waits, dispatch time and claim) is JSON text, '' for jobs
 -- recorded before the queue existed.
 ALTER TABLE jobs ADD COLUMN queue TEXT NOT NULL DEFAULT '';
 
