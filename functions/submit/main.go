@@ -12,6 +12,7 @@ import (
 	"github.com/omnibuildplatform/omni-orchestrator/shared/events"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/manifest"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/queue"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/runtime"
 )
 
@@ -23,6 +24,7 @@ type settings struct {
 	manifest.TemplatesEnv
 	auth.UsersEnv
 	events.SinkEnv
+	queue.PolicyEnv
 	submit.Settings
 }
 
@@ -49,12 +51,18 @@ func build(ctx context.Context, s *settings) (*runtime.Function, error) {
 	if err != nil {
 		return nil, err
 	}
+	policy, err := s.PolicyEnv.Open()
+	if err != nil {
+		return nil, err
+	}
+	go policy.Watch(ctx)
 	h := submit.New(s.Settings, submit.Deps{
 		Store:     store,
 		Catalogue: func() submit.Catalogue { return catalogue.Current() },
 		Clusters:  submit.KubePlacer{Clusters: clusters},
 		Emitter:   emitter,
 		Authn:     users.Middleware,
+		Queue:     submit.QueueDeps{Store: store, Instances: submit.KubeInstances{Clusters: clusters}, Policy: policy.Current},
 	})
 	fn := h.Function(runtime.Check{Name: "store", Func: store.Ping})
 	fn.Close = store.Close

@@ -32,12 +32,14 @@ import (
 
 	"github.com/omnibuildplatform/omni-orchestrator/config"
 	"github.com/omnibuildplatform/omni-orchestrator/functions/status-sync/statussync"
+	"github.com/omnibuildplatform/omni-orchestrator/functions/submit/submit"
 	localcassandra "github.com/omnibuildplatform/omni-orchestrator/local/cassandra"
 	"github.com/omnibuildplatform/omni-orchestrator/local/platform"
 	"github.com/omnibuildplatform/omni-orchestrator/local/router"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/cassandra"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/cassandra/schema"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/queue"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/runtime"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/sqlite"
 )
@@ -87,6 +89,11 @@ type Main struct {
 	Cassandra *localcassandra.Node
 	// StatusSync is the status-sync handler (tests call Resync on it).
 	StatusSync *statussync.Handler
+	// Submit is the submit handler (tests run dispatch passes on it, or build a second
+	// dispatcher beside it).
+	Submit *submit.Handler
+	// Policy is the queue policy (<data dir>/queue.yaml unless OMNI_QUEUE_POLICY names one).
+	Policy *queue.Source
 
 	cancel     context.CancelFunc
 	server     *http.Server

@@ -17,6 +17,7 @@ import (
 	"github.com/omnibuildplatform/omni-orchestrator/shared/events"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/manifest"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/queue"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/runtime"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/store"
 )
@@ -25,6 +26,7 @@ import (
 type Store interface {
 	store.Store
 	store.LogStore
+	store.SlotStore
 }
 
 // Deps are the pieces the local host builds once and hands to every function: what each
@@ -53,6 +55,7 @@ type settings struct {
 	manifest.TemplatesEnv
 	kube.ClustersEnv
 	store.RetentionEnv
+	queue.PolicyEnv
 	SubmitSettings
 	StatusSyncSettings
 	QuerySettings
@@ -94,13 +97,27 @@ func SetLogArchiveFault(f func(ctx context.Context, c store.LogChunk) error) {
 func (m *Main) functions(ctx context.Context, s *settings, d *Deps, dataDir string) ([]function, error) {
 	ready := runtime.Check{Name: "store", Func: d.Store.Ping}
 
-	submitFn := submit.New(s.SubmitSettings, submit.Deps{
+	// The queue policy: OMNI_QUEUE_POLICY, else <data dir>/queue.yaml (the default policy while
+	// it does not exist), reloaded when it changes.
+	qs := s.PolicyEnv
+	if qs.PolicyFile == "" {
+		qs.PolicyFile = filepath.Join(dataDir, "queue.yaml")
+	}
+	policy, err := qs.Open()
+	if err != nil {
+		return nil, fmt.Errorf("queue policy: %w", err)
+	}
+	go policy.Watch(ctx)
+	m.Policy = policy
+	m.Submit = submit.New(s.SubmitSettings, submit.Deps{
 		Store:     d.Store,
 		Catalogue: func() submit.Catalogue { return d.Catalogue.Current() },
 		Clusters:  submit.KubePlacer{Clusters: d.Clusters},
 		Emitter:   d.Emitter,
 		Authn:     d.Users.Middleware,
-	}).Function(ready)
+		Queue:     submit.QueueDeps{Store: d.Store, Instances: submit.KubeInstances{Clusters: d.Clusters}, Policy: policy.Current},
+	})
+	submitFn := m.Submit.Function(ready)
 
 	q, err := query.New(ctx, s.QuerySettings, query.Deps{
 		Store:     d.Store,

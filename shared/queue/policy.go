@@ -254,8 +254,8 @@ func (p *Policy) Capacity(name string, configured int) int {
 	return configured
 }
 
-// Settings name the queue policy file.
-type Settings struct {
+// PolicyEnv names the queue policy file.
+type PolicyEnv struct {
 	// PolicyFile is the queue policy (a mounted ConfigMap key); reloaded when it changes.
 	// Empty: the default policy.
 	PolicyFile string `envconfig:"OMNI_QUEUE_POLICY"`
@@ -268,7 +268,7 @@ type Source struct {
 }
 
 // Open loads the policy file (the default policy when s names none).
-func (s Settings) Open() (*Source, error) {
+func (s PolicyEnv) Open() (*Source, error) {
 	src := &Source{path: s.PolicyFile}
 	src.Value = filewatch.NewValue(func() (*Policy, error) {
 		if src.path == "" {

@@ -217,7 +217,7 @@ func Reconcile(j *jobs.Job, snap kube.Snapshot, now time.Time, grace time.Durati
 		out = max(out, ApplyJob(j, snap.Job, false, now))
 		s, _, _, _ := jobEnd(snap.Job)
 		ended = s != ""
-	} else if !j.Status.Terminal() && now.Sub(j.CreatedAt) > grace {
+	} else if !j.Status.Terminal() && now.Sub(since(j)) > grace {
 		out = max(out, MarkGone(j, now))
 	}
 	if len(snap.Pods) == 0 && ended && j.Status.Terminal() {

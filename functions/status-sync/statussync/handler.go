@@ -210,6 +210,9 @@ func (h *Handler) Resync(ctx context.Context) (Report, error) {
 }
 
 func (h *Handler) resyncJob(ctx context.Context, j *jobs.Job) (bool, error) {
+	if j.Status == jobs.StatusQueued {
+		return false, nil // nothing on a cluster yet: the dispatcher's business (docs/queue.md)
+	}
 	snap, err := h.Observer.Observe(ctx, j.Cluster, j.Namespace, j.ID)
 	if err != nil {
 		return false, fmt.Errorf("observe job %s: %w", j.ID, err)
@@ -235,6 +238,15 @@ func (h *Handler) resyncJob(ctx context.Context, j *jobs.Job) (bool, error) {
 		return true, fmt.Errorf("emit job.changed for %s: %w", j.ID, err)
 	}
 	return true, nil
+}
+
+// since is when a job's objects were first due on its cluster: its dispatch from the queue,
+// else its creation.
+func since(j *jobs.Job) time.Time {
+	if j.Queue != nil && j.Queue.DispatchedAt != nil {
+		return *j.Queue.DispatchedAt
+	}
+	return j.CreatedAt
 }
 
 func (h *Handler) grace() time.Duration {

@@ -50,6 +50,14 @@ func (h *Handler) Delete(ctx context.Context, p *auth.Principal, id string) (*jo
 	if !p.Can(auth.RoleSubmitter, j.Service) {
 		return nil, fmt.Errorf("cancel job %s: %w", id, jobs.ErrForbidden)
 	}
+	if j.Status == jobs.StatusQueued {
+		// Nothing exists on a cluster yet: cancelled at once, unless a dispatcher placed it first.
+		stored, done, err := h.cancelQueued(ctx, p, id)
+		if err != nil || done {
+			return stored, err
+		}
+		j = stored
+	}
 	if !j.Status.Terminal() && !j.CancelRequested {
 		// Recorded first, so that status-sync and the resync take the Job's disappearance and
 		// the pod's kill for a cancel, not a loss or a failure, whatever happens next.

@@ -23,6 +23,7 @@ import (
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/manifest"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/queue"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/runtime"
 )
 
@@ -73,6 +74,8 @@ type Request struct {
 	Parameters map[string]any    `json:"parameters"`
 	Labels     map[string]string `json:"labels,omitempty"`
 	Callback   string            `json:"callback,omitempty"`
+	// Class is the priority class (docs/queue.md); empty: the service's default.
+	Class string `json:"class,omitempty"`
 }
 
 // Handler is the submit function.
@@ -89,6 +92,9 @@ type Handler struct {
 	// TTLSecondsAfterFinished is set on every Kubernetes Job (nil: the template's default).
 	TTLSecondsAfterFinished *int32
 	Now                     func() time.Time
+	// Dispatcher, when set, queues jobs and places them in policy order (docs/queue.md);
+	// without it a job is placed at once or refused with 503.
+	Dispatcher *Dispatcher
 	// authn wraps the /v1 routes in authentication (New sets it).
 	authn func(http.Handler) http.Handler
 }
@@ -169,6 +175,16 @@ func (h *Handler) Submit(ctx context.Context, p *auth.Principal, req Request, ke
 			id = first
 		}
 	}
+	if h.Dispatcher == nil {
+		return h.submitDirect(ctx, req, params, id, key, now)
+	}
+	return h.enqueue(ctx, req, params, id, key, now)
+}
+
+// submitDirect places the job at once on an instance with room (503 when none has): the
+// behaviour of a submit without a dispatcher.
+func (h *Handler) submitDirect(ctx context.Context, req Request, params map[string]any, id, key string, now time.Time) (*jobs.Job, bool, error) {
+	cat := h.Catalogue()
 	target, err := h.Placer.Place(ctx, req.Arch)
 	if err != nil {
 		return nil, false, err
@@ -322,6 +338,15 @@ type Deps struct {
 	Emitter Emitter
 	// Authn wraps the /v1 routes in authentication.
 	Authn func(http.Handler) http.Handler
+	// Queue is the build queue's store, instances and policy; nil Queue.Store: no queue.
+	Queue QueueDeps
+}
+
+// QueueDeps are what the dispatcher uses.
+type QueueDeps struct {
+	Store     QueueStore
+	Instances Instances
+	Policy    func() *queue.Policy
 }
 
 // New builds the submit handler.
@@ -336,7 +361,15 @@ func New(s Settings, d Deps) *Handler {
 		MaxBody:                 s.MaxBodyBytes,
 		TTLSecondsAfterFinished: &ttl,
 		authn:                   d.Authn,
+		Dispatcher:              newDispatcher(d.Queue),
 	}
+}
+
+func newDispatcher(q QueueDeps) *Dispatcher {
+	if q.Store == nil {
+		return nil
+	}
+	return &Dispatcher{Store: q.Store, Instances: q.Instances, Policy: q.Policy}
 }
 
 // Function serves h: POST /v1/jobs and DELETE /v1/jobs/{id}; checks are its readiness checks.
@@ -361,4 +394,9 @@ type Mux interface {
 func (h *Handler) Routes(mux Mux, authn func(http.Handler) http.Handler) {
 	mux.Handle("POST /v1/jobs", authn(http.HandlerFunc(h.serveSubmit)))
 	mux.Handle("DELETE /v1/jobs/{id}", authn(http.HandlerFunc(h.serveDelete)))
+	if h.Dispatcher != nil {
+		mux.Handle("GET /v1/queue", authn(http.HandlerFunc(h.serveQueue)))
+		mux.Handle("POST /dispatch", runtime.CloudEvents(h.receiveDispatch))
+		mux.Handle("POST /dispatch/resync", runtime.CloudEvents(h.receiveResync))
+	}
 }

@@ -1,0 +1,551 @@
+package submit
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	mrand "math/rand/v2"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/cloudevents/sdk-go/v2/protocol"
+	"knative.dev/pkg/logging"
+
+	"github.com/omnibuildplatform/omni-orchestrator/shared/events"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/manifest"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/queue"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/store"
+)
+
+// QueueStore is what the dispatcher needs of the store beyond Store: the unfinished jobs (the
+// resync's list, which holds every job that has not ended) and the slot claims.
+type QueueStore interface {
+	ListUnsettled(ctx context.Context, cursor string, limit int) ([]*jobs.Job, string, error)
+	BatchGet(ctx context.Context, ids []string) ([]*jobs.Job, error)
+	store.SlotStore
+}
+
+// Instance is an engine instance as the dispatcher sees it.
+type Instance interface {
+	Target
+	// Capacity is the configured capacity in slots (0 = unlimited), Weight the share of jobs.
+	Capacity() int
+	Weight() int
+	// HasJob reports whether the job's Kubernetes Job exists there, in namespace.
+	HasJob(ctx context.Context, namespace, jobID string) (bool, error)
+}
+
+// Instances lists the engine instances of an arch.
+type Instances interface {
+	Instances(arch string) []Instance
+	Instance(name string) (Instance, error)
+}
+
+// Scopes of slot claims (docs/queue.md).
+func instanceScope(name string) string        { return "instance/" + name }
+func quotaScope(service, arch string) string  { return "quota/" + service + "/" + arch }
+func keyScope(key string) string              { return "key/" + key }
+func holderOf(jobID, claim string) string     { return jobID + "/" + claim }
+func splitHolder(h string) (id, claim string) { i := strings.LastIndex(h, "/"); return h[:max(i, 0)], h[i+1:] }
+
+// Dispatcher places queued jobs (docs/queue.md). Its fields are set by New.
+type Dispatcher struct {
+	Store     QueueStore
+	Instances Instances
+	Policy    func() *queue.Policy
+	// OrphanAge is how old a slot claim of no dispatched job must be before a pass frees it
+	// (a dispatcher that died between claiming and recording). Default 30s.
+	OrphanAge time.Duration
+	// RepairAfter is how long after its dispatch a pending job without its Kubernetes Job is
+	// created again by the resync (a dispatcher that died between recording and creating).
+	// Default 20s; it must stay below status-sync's resync grace.
+	RepairAfter time.Duration
+
+	mu sync.Mutex // one pass at a time in a process; replicas are kept apart by the store
+}
+
+// Report sums up one dispatch pass.
+type Report struct {
+	Waiting    int `json:"waiting"`
+	Dispatched int `json:"dispatched"`
+	Released   int `json:"released"`
+	Repaired   int `json:"repaired"`
+}
+
+// DispatchOptions tune a pass.
+type DispatchOptions struct {
+	// Repair re-creates the objects of dispatched jobs whose creation was interrupted.
+	Repair bool
+	// Quiet is a job whose queued → pending change is not emitted (submit emits job.created).
+	Quiet string
+}
+
+// Dispatch runs passes until one ends without losing a race for a slot (at most 5).
+func (h *Handler) Dispatch(ctx context.Context, o DispatchOptions) (Report, error) {
+	d := h.Dispatcher
+	if d == nil || d.Store == nil {
+		return Report{}, errors.New("dispatch: no dispatcher configured")
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var total Report
+	for range 5 {
+		rep, retry, err := h.pass(ctx, o)
+		total.Dispatched += rep.Dispatched
+		total.Released += rep.Released
+		total.Repaired += rep.Repaired
+		total.Waiting = rep.Waiting
+		if err != nil || !retry {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+// state is what one pass knows of the queue.
+type state struct {
+	active  []*jobs.Job
+	byID    map[string]*jobs.Job
+	held    map[string]map[int]bool // scope → held indices
+	running map[string]int          // service → slots its dispatched jobs hold
+}
+
+func (h *Handler) load(ctx context.Context) (*state, int, error) {
+	d := h.Dispatcher
+	st := &state{byID: map[string]*jobs.Job{}, held: map[string]map[int]bool{}, running: map[string]int{}}
+	cursor := ""
+	for {
+		page, next, err := d.Store.ListUnsettled(ctx, cursor, 1000)
+		if err != nil {
+			return nil, 0, fmt.Errorf("dispatch: list unfinished jobs: %w", err)
+		}
+		for _, j := range page {
+			st.byID[j.ID] = j
+			if !j.Status.Terminal() { // the list also holds ended jobs whose steps are unsettled
+				st.active = append(st.active, j)
+			}
+		}
+		if next == "" {
+			break
+		}
+		cursor = next
+	}
+	slots, err := d.Store.ListSlots(ctx)
+	if err != nil {
+		return nil, 0, fmt.Errorf("dispatch: list slots: %w", err)
+	}
+	var unknown []string
+	for _, sl := range slots {
+		if id, _ := splitHolder(sl.Holder); st.byID[id] == nil {
+			unknown = append(unknown, id)
+		}
+	}
+	known := map[string]*jobs.Job{}
+	if len(unknown) > 0 {
+		js, err := d.Store.BatchGet(ctx, unknown)
+		if err != nil {
+			return nil, 0, fmt.Errorf("dispatch: read slot holders: %w", err)
+		}
+		for _, j := range js {
+			known[j.ID] = j
+		}
+	}
+	released := 0
+	now := h.now()
+	for _, sl := range slots {
+		id, claim := splitHolder(sl.Holder)
+		j := st.byID[id]
+		if j == nil {
+			j = known[id]
+		}
+		dispatched := j != nil && !j.Status.Terminal() && j.Status != jobs.StatusQueued && j.Queue != nil && j.Queue.Claim == claim
+		ended := j == nil || j.Status.Terminal()
+		if !dispatched && (ended || now.Sub(sl.ClaimedAt) > d.orphanAge()) {
+			if ok, err := d.Store.ReleaseSlot(ctx, sl.Scope, sl.Index, sl.Holder); err != nil {
+				return nil, 0, fmt.Errorf("dispatch: release slot: %w", err)
+			} else if ok {
+				released++
+			}
+			continue
+		}
+		if st.held[sl.Scope] == nil {
+			st.held[sl.Scope] = map[int]bool{}
+		}
+		st.held[sl.Scope][sl.Index] = true
+	}
+	pol := d.Policy()
+	for _, j := range st.active {
+		if j.Status != jobs.StatusQueued && j.Queue != nil && j.Queue.Claim != "" {
+			st.running[j.Service] += pol.JobSlots(j)
+		}
+	}
+	return st, released, nil
+}
+
+// pass is one dispatch pass. retry reports a lost race for a slot: the caller runs another.
+func (h *Handler) pass(ctx context.Context, o DispatchOptions) (rep Report, retry bool, err error) {
+	d := h.Dispatcher
+	st, released, err := h.load(ctx)
+	if err != nil {
+		return rep, false, err
+	}
+	rep.Released = released
+	pol := d.Policy()
+	now := h.now()
+	var waiting []*jobs.Job
+	for _, j := range st.active {
+		if j.Status == jobs.StatusQueued && !j.CancelRequested {
+			waiting = append(waiting, j)
+		}
+	}
+	order := pol.Order(waiting, st.running, now)
+	lengths := map[[2]string]int{}
+	for _, j := range order {
+		cls := pol.DefaultClass
+		if j.Queue != nil && j.Queue.Class != "" {
+			cls = j.Queue.Class
+		}
+		lengths[[2]string{j.Arch, cls}]++
+	}
+	setQueueLength(lengths)
+	blocked := map[string]string{} // arch → why its head job could not be placed
+	reasons := map[string]string{}
+	var left []*jobs.Job
+	for _, j := range order {
+		if why, ok := blocked[j.Arch]; ok {
+			reasons[j.ID], left = why, append(left, j)
+			continue
+		}
+		why, placed, lost, err := h.place(ctx, st, pol, j, o)
+		if err != nil {
+			return rep, false, err
+		}
+		if lost {
+			retry = true
+			break
+		}
+		if placed {
+			rep.Dispatched++
+			continue
+		}
+		if strings.HasPrefix(why, j.Arch+":") {
+			blocked[j.Arch] = why
+		}
+		reasons[j.ID], left = why, append(left, j)
+	}
+	rep.Waiting = len(left)
+	if retry {
+		return rep, true, nil
+	}
+	for i, j := range left {
+		if err := h.markWaiting(ctx, j, i+1, reasons[j.ID]); err != nil {
+			return rep, false, err
+		}
+	}
+	if o.Repair {
+		rep.Repaired = h.repair(ctx, st)
+	}
+	return rep, false, nil
+}
+
+// place tries to dispatch j: it answers why j waits, or placed; lost when another dispatcher
+// took a slot first.
+func (h *Handler) place(ctx context.Context, st *state, pol *queue.Policy, j *jobs.Job, o DispatchOptions) (why string, placed, lost bool, err error) {
+	d := h.Dispatcher
+	slots := pol.JobSlots(j)
+	if q := pol.Quota(j.Service, j.Arch); q > 0 {
+		if n := len(st.held[quotaScope(j.Service, j.Arch)]); n+slots > q {
+			return fmt.Sprintf("service quota %d of %d running on %s", n, q, j.Arch), false, false, nil
+		}
+	}
+	key := ""
+	if j.Queue != nil {
+		key = j.Queue.ConcurrencyKey
+	}
+	if key != "" {
+		if n, limit := len(st.held[keyScope(key)]), pol.KeyLimit(key); n+1 > limit {
+			return fmt.Sprintf("concurrency key %s busy", key), false, false, nil
+		}
+	}
+	var cands []Instance
+	used, total, weights := 0, 0, 0
+	for _, in := range d.Instances.Instances(j.Arch) {
+		capacity := pol.Capacity(in.ClusterName(), in.Capacity())
+		n := len(st.held[instanceScope(in.ClusterName())])
+		used, total = used+n, total+capacity
+		if capacity == 0 || capacity-n >= slots {
+			cands = append(cands, in)
+			weights += max(in.Weight(), 1)
+		}
+	}
+	if len(cands) == 0 {
+		return fmt.Sprintf("%s: %d of %d slots in use", j.Arch, used, total), false, false, nil
+	}
+	pick := mrand.IntN(weights)
+	target := cands[len(cands)-1]
+	for _, in := range cands {
+		if pick < max(in.Weight(), 1) {
+			target = in
+			break
+		}
+		pick -= max(in.Weight(), 1)
+	}
+
+	claim := newClaim()
+	holder := holderOf(j.ID, claim)
+	var taken []store.Slot
+	release := func() {
+		for _, s := range taken {
+			if _, err := d.Store.ReleaseSlot(context.WithoutCancel(ctx), s.Scope, s.Index, holder); err != nil {
+				logging.FromContext(ctx).Warnw("could not release a slot claim; the next pass frees it", "scope", s.Scope, "error", err)
+			}
+		}
+	}
+	take := func(scope string, limit, n int) (bool, error) {
+		for i := 0; n > 0 && i < limit; i++ {
+			if st.held[scope][i] {
+				continue
+			}
+			ok, err := d.Store.ClaimSlot(ctx, scope, i, holder)
+			if err != nil {
+				return false, err
+			}
+			if !ok {
+				return false, nil // another dispatcher took it: start again from fresh state
+			}
+			taken = append(taken, store.Slot{Scope: scope, Index: i})
+			n--
+		}
+		return n == 0, nil
+	}
+	claims := []struct {
+		scope    string
+		limit, n int
+	}{}
+	if c := pol.Capacity(target.ClusterName(), target.Capacity()); c > 0 {
+		claims = append(claims, struct {
+			scope    string
+			limit, n int
+		}{instanceScope(target.ClusterName()), c, slots})
+	}
+	if q := pol.Quota(j.Service, j.Arch); q > 0 {
+		claims = append(claims, struct {
+			scope    string
+			limit, n int
+		}{quotaScope(j.Service, j.Arch), q, slots})
+	}
+	if key != "" {
+		claims = append(claims, struct {
+			scope    string
+			limit, n int
+		}{keyScope(key), pol.KeyLimit(key), 1})
+	}
+	for _, c := range claims {
+		ok, err := take(c.scope, c.limit, c.n)
+		if err != nil || !ok {
+			release()
+			return "", false, err == nil, err
+		}
+	}
+
+	at := h.now()
+	stored, changed, err := h.Store.UpdateJob(ctx, j.ID, func(j *jobs.Job) (bool, error) {
+		if j.Status != jobs.StatusQueued || j.CancelRequested {
+			return false, nil
+		}
+		if j.Queue == nil {
+			j.Queue = &jobs.Queue{}
+		}
+		j.Status, j.Cluster, j.Namespace = jobs.StatusPending, target.ClusterName(), target.JobNamespace()
+		j.Queue.Claim, j.Queue.DispatchedAt, j.Queue.Position, j.Queue.Reason = claim, &at, 0, ""
+		j.Queue.Slots = slots
+		return true, nil
+	})
+	if err != nil || !changed {
+		release()
+		return "", false, false, err // placed by another dispatcher, or cancelled: not ours
+	}
+	for _, s := range taken {
+		if st.held[s.Scope] == nil {
+			st.held[s.Scope] = map[int]bool{}
+		}
+		st.held[s.Scope][s.Index] = true
+	}
+	st.running[j.Service] += slots
+	if o.Quiet != j.ID {
+		h.emit(ctx, events.TypeJobChanged, stored, jobs.StatusQueued)
+	}
+	h.create(ctx, stored, target, o.Quiet == j.ID)
+	return "", true, false, nil
+}
+
+// create renders and creates a dispatched job's objects. A refusal ends the job failed
+// (CreateFailed), which frees its slots at the next pass; a job cancelled meanwhile has its
+// objects deleted again.
+func (h *Handler) create(ctx context.Context, j *jobs.Job, target Target, quiet bool) {
+	log := logging.FromContext(ctx)
+	cerr := h.render(ctx, j, target)
+	if cerr != nil {
+		failed, changed, err := h.Store.UpdateJob(context.WithoutCancel(ctx), j.ID, func(j *jobs.Job) (bool, error) {
+			if j.Status.Terminal() {
+				return false, nil
+			}
+			at := h.now()
+			j.Status, j.Reason, j.Message = jobs.StatusFailed, ReasonCreateFailed, cerr.Error()
+			j.FinishedAt, j.UpdatedAt = &at, at
+			return true, nil
+		})
+		if err != nil {
+			log.Errorw("could not record a failed creation; the resync repairs it", "job", j.ID, "error", err)
+			return
+		}
+		if changed && !quiet {
+			h.emit(ctx, events.TypeJobChanged, failed, jobs.StatusPending)
+		}
+		return
+	}
+	cur, err := h.Store.GetJob(ctx, j.ID)
+	if err == nil && (cur.CancelRequested || cur.Status == jobs.StatusCancelled) {
+		if err := h.Deleter.DeleteJobObjects(ctx, j.Cluster, j.Namespace, j.ID); err != nil {
+			log.Warnw("could not delete the objects of a job cancelled while they were created", "job", j.ID, "error", err)
+		}
+	}
+}
+
+// render renders j's objects for target and creates them.
+func (h *Handler) render(ctx context.Context, j *jobs.Job, target Target) error {
+	objs, err := h.Catalogue().Render(j.Task, manifest.Input{
+		JobID: j.ID, Namespace: target.JobNamespace(), Service: j.Service, Task: j.Task,
+		Domain: j.Domain, Arch: j.Arch, Parameters: j.Parameters,
+		TTLSecondsAfterFinished: h.TTLSecondsAfterFinished, Labels: j.Labels,
+	})
+	if err != nil {
+		return fmt.Errorf("render %s: %w", j.Task, err)
+	}
+	return target.Create(ctx, j.ID, objs)
+}
+
+// markWaiting records j's position and reason if they changed.
+func (h *Handler) markWaiting(ctx context.Context, j *jobs.Job, pos int, why string) error {
+	if j.Queue != nil && j.Queue.Position == pos && j.Queue.Reason == why {
+		return nil
+	}
+	_, _, err := h.Store.UpdateJob(ctx, j.ID, func(j *jobs.Job) (bool, error) {
+		if j.Status != jobs.StatusQueued {
+			return false, nil
+		}
+		if j.Queue == nil {
+			j.Queue = &jobs.Queue{}
+		}
+		if j.Queue.Position == pos && j.Queue.Reason == why {
+			return false, nil
+		}
+		j.Queue.Position, j.Queue.Reason = pos, why
+		return true, nil
+	})
+	if err != nil {
+		return fmt.Errorf("dispatch: record position of %s: %w", j.ID, err)
+	}
+	return nil
+}
+
+// repair creates again the objects of jobs dispatched more than RepairAfter ago that have not
+// started and whose Kubernetes Job does not exist: their dispatcher died between recording the
+// dispatch and creating the objects. Creating is idempotent, so a slow dispatcher still at
+// work does no harm.
+func (h *Handler) repair(ctx context.Context, st *state) int {
+	d := h.Dispatcher
+	log := logging.FromContext(ctx)
+	n := 0
+	for _, j := range st.active {
+		if j.Status != jobs.StatusPending || j.CancelRequested || j.Queue == nil || j.Queue.DispatchedAt == nil ||
+			h.now().Sub(*j.Queue.DispatchedAt) < d.repairAfter() {
+			continue
+		}
+		in, err := d.Instances.Instance(j.Cluster)
+		if err != nil {
+			continue
+		}
+		ok, err := in.HasJob(ctx, j.Namespace, j.ID)
+		if err != nil || ok {
+			continue
+		}
+		log.Infow("creating the objects of a dispatched job again", "job", j.ID, "cluster", j.Cluster)
+		h.create(ctx, j, in, false)
+		n++
+	}
+	return n
+}
+
+func (d *Dispatcher) orphanAge() time.Duration {
+	if d.OrphanAge > 0 {
+		return d.OrphanAge
+	}
+	return 30 * time.Second
+}
+
+func (d *Dispatcher) repairAfter() time.Duration {
+	if d.RepairAfter > 0 {
+		return d.RepairAfter
+	}
+	return 20 * time.Second
+}
+
+func newClaim() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// receiveDispatch runs a pass for a Broker event (terminal job.changed, queued job.created);
+// receiveResync runs one with repair for the PingSource.
+func (h *Handler) receiveDispatch(ctx context.Context, e event.Event) (*event.Event, protocol.Result) {
+	rep, err := h.Dispatch(ctx, DispatchOptions{})
+	if err != nil {
+		return nil, err
+	}
+	logging.FromContext(ctx).Debugw("dispatch pass", "event", e.ID(), "dispatched", rep.Dispatched, "waiting", rep.Waiting, "released", rep.Released)
+	return nil, protocol.ResultACK
+}
+
+func (h *Handler) receiveResync(ctx context.Context, e event.Event) (*event.Event, protocol.Result) {
+	rep, err := h.Dispatch(ctx, DispatchOptions{Repair: true})
+	if err != nil {
+		return nil, err
+	}
+	logging.FromContext(ctx).Infow("dispatch resync", "dispatched", rep.Dispatched, "waiting", rep.Waiting, "released", rep.Released, "repaired", rep.Repaired)
+	return nil, protocol.ResultACK
+}
+
+// KubeInstances are the configured build clusters as dispatch targets.
+type KubeInstances struct{ Clusters *kube.Clusters }
+
+// Instances returns the instances of arch.
+func (k KubeInstances) Instances(arch string) []Instance {
+	var out []Instance
+	for _, c := range k.Clusters.Instances(arch) {
+		out = append(out, kubeInstance{c})
+	}
+	return out
+}
+
+// Instance returns the instance called name.
+func (k KubeInstances) Instance(name string) (Instance, error) {
+	c, err := k.Clusters.Get(name)
+	if err != nil {
+		return nil, err
+	}
+	return kubeInstance{c}, nil
+}
+
+type kubeInstance struct{ *kube.Cluster }
+
+func (k kubeInstance) Capacity() int { return k.Cluster.Capacity }
+func (k kubeInstance) Weight() int   { return k.Cluster.Weight }
+

@@ -1,0 +1,263 @@
+package submit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"knative.dev/pkg/logging"
+
+	"github.com/omnibuildplatform/omni-orchestrator/shared/auth"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/events"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/httpapi"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/manifest"
+)
+
+// enqueue records the job queued, runs a dispatch pass (which places it at once when there is
+// room and nothing waits before it) and answers with the job as the pass left it.
+func (h *Handler) enqueue(ctx context.Context, req Request, params map[string]any, id, key string, now time.Time) (*jobs.Job, bool, error) {
+	d := h.Dispatcher
+	pol := d.Policy()
+	if len(d.Instances.Instances(req.Arch)) == 0 {
+		if jobs.KubeArch(req.Arch) == "" {
+			return nil, false, jobs.Invalid("arch", "unknown architecture %q (want one of %s)", req.Arch, strings.Join(jobs.Arches, ", "))
+		}
+		return nil, false, jobs.Invalid("arch", "no engine instance is configured for %s", req.Arch)
+	}
+	class, err := pol.Class(req.Service, req.Class)
+	if err != nil {
+		return nil, false, err
+	}
+	ckey, _, err := pol.ConcurrencyKey(req.Task, req.Arch, req.Domain, req.Service, params)
+	if err != nil {
+		return nil, false, jobs.Invalid("parameters", "%v", err)
+	}
+	cat := h.Catalogue()
+	// Rendered once now so that a job that can never be created is refused, not queued.
+	if _, err := cat.Render(req.Task, manifest.Input{
+		JobID: id, Namespace: "default", Service: req.Service, Task: req.Task,
+		Domain: req.Domain, Arch: req.Arch, Parameters: params,
+		TTLSecondsAfterFinished: h.TTLSecondsAfterFinished, Labels: req.Labels,
+	}); err != nil {
+		return nil, false, fmt.Errorf("render %s: %w", req.Task, err)
+	}
+	j := &jobs.Job{
+		ID: id, Service: req.Service, Task: req.Task, Domain: req.Domain, Arch: req.Arch,
+		Status: jobs.StatusQueued, Parameters: params, Labels: req.Labels, Callback: req.Callback,
+		Queue:     &jobs.Queue{Class: class, Slots: pol.Slots(req.Task), ConcurrencyKey: ckey},
+		CreatedAt: now, UpdatedAt: now,
+	}
+	for _, s := range cat.Steps(req.Task) {
+		j.Steps = append(j.Steps, jobs.Step{Name: s, Status: jobs.StepWaiting})
+	}
+	if err := h.Store.CreateJob(ctx, j); errors.Is(err, jobs.ErrExists) && key != "" {
+		return h.replay(ctx, req, id)
+	} else if err != nil {
+		return nil, false, fmt.Errorf("record job: %w", err)
+	}
+	if _, err := h.Dispatch(ctx, DispatchOptions{Quiet: id}); err != nil {
+		// The job is stored queued: the next pass (a trigger or the resync) places it.
+		logging.FromContext(ctx).Warnw("dispatch after submit failed", "job", id, "error", err)
+	}
+	stored, err := h.Store.GetJob(ctx, id)
+	if err != nil {
+		return nil, false, fmt.Errorf("read job back: %w", err)
+	}
+	if stored.Status == jobs.StatusFailed && stored.Reason == ReasonCreateFailed {
+		h.emit(ctx, events.TypeJobChanged, stored, jobs.StatusPending)
+		return nil, false, &CreateError{Job: stored, Err: errors.New(stored.Message)}
+	}
+	h.emit(ctx, events.TypeJobCreated, stored, "")
+	return stored, false, nil
+}
+
+// cancelQueued ends a queued job cancelled without anything created: done is false when a
+// dispatcher placed it first (the caller then cancels it as a dispatched job).
+func (h *Handler) cancelQueued(ctx context.Context, p *auth.Principal, id string) (*jobs.Job, bool, error) {
+	stored, changed, err := h.Store.UpdateJob(ctx, id, func(j *jobs.Job) (bool, error) {
+		if j.Status != jobs.StatusQueued {
+			return false, nil
+		}
+		at := h.now()
+		j.Status, j.Reason, j.Message = jobs.StatusCancelled, ReasonCancelled, "cancelled by "+p.User+" while queued"
+		j.CancelRequested = true
+		j.FinishedAt, j.UpdatedAt = &at, at
+		if j.Queue != nil {
+			j.Queue.Position, j.Queue.Reason = 0, ""
+		}
+		return true, nil
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("record cancel: %w", err)
+	}
+	if !changed {
+		return stored, stored.Status.Terminal(), nil
+	}
+	h.emit(ctx, events.TypeJobChanged, stored, jobs.StatusQueued)
+	return stored, true, nil
+}
+
+// QueueView is the body of GET /v1/queue.
+type QueueView struct {
+	// Waiting are the queued jobs the caller may see, in dispatch order.
+	Waiting []WaitingJob `json:"waiting"`
+	// Hidden counts the matching queued jobs of services the caller may not see.
+	Hidden int `json:"hidden"`
+	// Instances are the engine instances with their slots.
+	Instances []InstanceView `json:"instances"`
+}
+
+// WaitingJob is one queued job in GET /v1/queue.
+type WaitingJob struct {
+	ID        string    `json:"id"`
+	Service   string    `json:"service"`
+	Task      string    `json:"task"`
+	Arch      string    `json:"arch"`
+	Class     string    `json:"class"`
+	Slots     int       `json:"slots"`
+	Position  int       `json:"position"`
+	Reason    string    `json:"reason,omitempty"`
+	CreatedAt time.Time `json:"createdAt"`
+}
+
+// InstanceView is one engine instance's slots in GET /v1/queue.
+type InstanceView struct {
+	Name string `json:"name"`
+	Arch string `json:"arch"`
+	// Capacity in slots, 0 = unlimited.
+	Capacity int `json:"capacity"`
+	InUse    int `json:"inUse"`
+	// Free is Capacity - InUse (0 when unlimited).
+	Free int `json:"free"`
+}
+
+// Queue computes the queue as principal p may see it, filtered by arch, service and class.
+func (h *Handler) Queue(ctx context.Context, p *auth.Principal, arch, service, class string) (*QueueView, error) {
+	d := h.Dispatcher
+	st, _, err := h.loadView(ctx)
+	if err != nil {
+		return nil, err
+	}
+	pol := d.Policy()
+	var waiting []*jobs.Job
+	for _, j := range st.active {
+		if j.Status == jobs.StatusQueued && !j.CancelRequested {
+			waiting = append(waiting, j)
+		}
+	}
+	v := &QueueView{Waiting: []WaitingJob{}, Instances: []InstanceView{}}
+	lengths := map[[2]string]int{}
+	for i, j := range pol.Order(waiting, st.running, h.now()) {
+		cls := pol.DefaultClass
+		if j.Queue != nil && j.Queue.Class != "" {
+			cls = j.Queue.Class
+		}
+		lengths[[2]string{j.Arch, cls}]++
+		if (arch != "" && j.Arch != arch) || (service != "" && j.Service != service) || (class != "" && cls != class) {
+			continue
+		}
+		if !p.Can(auth.RoleViewer, j.Service) {
+			v.Hidden++
+			continue
+		}
+		w := WaitingJob{ID: j.ID, Service: j.Service, Task: j.Task, Arch: j.Arch, Class: cls,
+			Slots: pol.JobSlots(j), Position: i + 1, CreatedAt: j.CreatedAt}
+		if j.Queue != nil {
+			w.Reason = j.Queue.Reason
+		}
+		v.Waiting = append(v.Waiting, w)
+	}
+	setQueueLength(lengths)
+	for _, a := range jobs.Arches {
+		if arch != "" && a != arch {
+			continue
+		}
+		for _, in := range d.Instances.Instances(a) {
+			c := pol.Capacity(in.ClusterName(), in.Capacity())
+			n := len(st.held[instanceScope(in.ClusterName())])
+			v.Instances = append(v.Instances, InstanceView{Name: in.ClusterName(), Arch: a, Capacity: c, InUse: n, Free: max(c-n, 0)})
+		}
+	}
+	sort.Slice(v.Instances, func(a, b int) bool { return v.Instances[a].Name < v.Instances[b].Name })
+	return v, nil
+}
+
+// loadView reads the queue's state without freeing anything (a read-only request).
+func (h *Handler) loadView(ctx context.Context) (*state, int, error) {
+	d := h.Dispatcher
+	st := &state{byID: map[string]*jobs.Job{}, held: map[string]map[int]bool{}, running: map[string]int{}}
+	cursor := ""
+	for {
+		page, next, err := d.Store.ListUnsettled(ctx, cursor, 1000)
+		if err != nil {
+			return nil, 0, fmt.Errorf("queue: list unfinished jobs: %w", err)
+		}
+		for _, j := range page {
+			if !j.Status.Terminal() {
+				st.active = append(st.active, j)
+			}
+		}
+		if next == "" {
+			break
+		}
+		cursor = next
+	}
+	slots, err := d.Store.ListSlots(ctx)
+	if err != nil {
+		return nil, 0, fmt.Errorf("queue: list slots: %w", err)
+	}
+	for _, sl := range slots {
+		if st.held[sl.Scope] == nil {
+			st.held[sl.Scope] = map[int]bool{}
+		}
+		st.held[sl.Scope][sl.Index] = true
+	}
+	pol := d.Policy()
+	for _, j := range st.active {
+		if j.Status != jobs.StatusQueued && j.Queue != nil && j.Queue.Claim != "" {
+			st.running[j.Service] += pol.JobSlots(j)
+		}
+	}
+	return st, 0, nil
+}
+
+func (h *Handler) serveQueue(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	arch, service, class := q.Get("arch"), q.Get("service"), q.Get("class")
+	if arch != "" && jobs.KubeArch(arch) == "" {
+		httpapi.Error(w, r, jobs.Invalid("arch", "unknown architecture %q", arch))
+		return
+	}
+	v, err := h.Queue(r.Context(), auth.FromContext(r.Context()), arch, service, class)
+	if err != nil {
+		httpapi.Error(w, r, err)
+		return
+	}
+	httpapi.JSON(w, http.StatusOK, v)
+}
+
+var (
+	metricsOnce sync.Once
+	queueLength *prometheus.GaugeVec
+)
+
+// setQueueLength publishes omni_queue_length{arch,class}.
+func setQueueLength(lengths map[[2]string]int) {
+	metricsOnce.Do(func() {
+		queueLength = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "omni_queue_length", Help: "Queued jobs by arch and class, as of the last dispatch pass or queue read.",
+		}, []string{"arch", "class"})
+		prometheus.MustRegister(queueLength)
+	})
+	queueLength.Reset()
+	for k, n := range lengths {
+		queueLength.WithLabelValues(k[0], k[1]).Set(float64(n))
+	}
+}
