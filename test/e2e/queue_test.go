@@ -290,7 +290,7 @@ func TestQueueFairOrder(t *testing.T) {
 			use[j.service]++
 		}
 		want := qNext(waiting, use)
-		got := byID[waitStart("after " + done.id)]
+		got := byID[waitStart("after "+done.id)]
 		if got == nil || got.id != want.id {
 			t.Fatalf("started %+v, want %+v (waiting %d, running %v)", got, want, len(waiting), use)
 		}

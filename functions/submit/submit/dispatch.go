@@ -48,11 +48,14 @@ type Instances interface {
 }
 
 // Scopes of slot claims (docs/queue.md).
-func instanceScope(name string) string        { return "instance/" + name }
-func quotaScope(service, arch string) string  { return "quota/" + service + "/" + arch }
-func keyScope(key string) string              { return "key/" + key }
-func holderOf(jobID, claim string) string     { return jobID + "/" + claim }
-func splitHolder(h string) (id, claim string) { i := strings.LastIndex(h, "/"); return h[:max(i, 0)], h[i+1:] }
+func instanceScope(name string) string       { return "instance/" + name }
+func quotaScope(service, arch string) string { return "quota/" + service + "/" + arch }
+func keyScope(key string) string             { return "key/" + key }
+func holderOf(jobID, claim string) string    { return jobID + "/" + claim }
+func splitHolder(h string) (id, claim string) {
+	i := strings.LastIndex(h, "/")
+	return h[:max(i, 0)], h[i+1:]
+}
 
 // Dispatcher places queued jobs (docs/queue.md). Its fields are set by New.
 type Dispatcher struct {
@@ -548,4 +551,3 @@ type kubeInstance struct{ *kube.Cluster }
 
 func (k kubeInstance) Capacity() int { return k.Cluster.Capacity }
 func (k kubeInstance) Weight() int   { return k.Cluster.Weight }
-
