@@ -381,6 +381,7 @@ func (h *Handler) place(ctx context.Context, st *state, pol *queue.Policy, j *jo
 		st.held[s.Scope][s.Index] = true
 	}
 	st.running[j.Service] += slots
+	observeWait(stored)
 	if o.Quiet != j.ID {
 		h.emit(ctx, events.TypeJobChanged, stored, jobs.StatusQueued)
 	}
@@ -434,9 +435,29 @@ func (h *Handler) render(ctx context.Context, j *jobs.Job, target Target) error 
 	return target.Create(ctx, j.ID, objs)
 }
 
-// markWaiting records j's position and reason if they changed.
+// exactPositions is how many of the first waiting jobs have their position recorded exactly;
+// further back a position is rewritten only when it moved by more than a tenth, so that a pass
+// over a long queue does not rewrite every job (GET /v1/queue is always exact).
+const exactPositions = 100
+
+// stalePosition reports whether a recorded position old should be rewritten as pos.
+func stalePosition(old, pos int) bool {
+	if old == pos {
+		return false
+	}
+	if pos <= exactPositions || old == 0 {
+		return true
+	}
+	d := old - pos
+	if d < 0 {
+		d = -d
+	}
+	return d*10 > old
+}
+
+// markWaiting records j's position and reason if they changed (see exactPositions).
 func (h *Handler) markWaiting(ctx context.Context, j *jobs.Job, pos int, why string) error {
-	if j.Queue != nil && j.Queue.Position == pos && j.Queue.Reason == why {
+	if j.Queue != nil && !stalePosition(j.Queue.Position, pos) && j.Queue.Reason == why {
 		return nil
 	}
 	_, _, err := h.Store.UpdateJob(ctx, j.ID, func(j *jobs.Job) (bool, error) {
@@ -446,7 +467,7 @@ func (h *Handler) markWaiting(ctx context.Context, j *jobs.Job, pos int, why str
 		if j.Queue == nil {
 			j.Queue = &jobs.Queue{}
 		}
-		if j.Queue.Position == pos && j.Queue.Reason == why {
+		if !stalePosition(j.Queue.Position, pos) && j.Queue.Reason == why {
 			return false, nil
 		}
 		j.Queue.Position, j.Queue.Reason = pos, why

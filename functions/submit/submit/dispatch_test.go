@@ -355,3 +355,17 @@ func TestIdempotencyKeyReplaysQueued(t *testing.T) {
 		t.Fatalf("repeat: %v replayed=%v %v", again, replayed, err)
 	}
 }
+
+func TestStalePosition(t *testing.T) {
+	for _, tc := range []struct {
+		old, pos int
+		want     bool
+	}{
+		{0, 1, true}, {3, 3, false}, {5, 4, true}, {100, 99, true},
+		{500, 499, false}, {500, 449, true}, {101, 100, true}, {0, 700, true},
+	} {
+		if got := stalePosition(tc.old, tc.pos); got != tc.want {
+			t.Errorf("stalePosition(%d, %d) = %v, want %v", tc.old, tc.pos, got, tc.want)
+		}
+	}
+}

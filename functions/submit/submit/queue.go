@@ -246,16 +246,35 @@ func (h *Handler) serveQueue(w http.ResponseWriter, r *http.Request) {
 var (
 	metricsOnce sync.Once
 	queueLength *prometheus.GaugeVec
+	queueWait   *prometheus.HistogramVec
 )
 
-// setQueueLength publishes omni_queue_length{arch,class}.
-func setQueueLength(lengths map[[2]string]int) {
+func registerMetrics() {
 	metricsOnce.Do(func() {
 		queueLength = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "omni_queue_length", Help: "Queued jobs by arch and class, as of the last dispatch pass or queue read.",
 		}, []string{"arch", "class"})
-		prometheus.MustRegister(queueLength)
+		queueWait = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "omni_queue_wait_seconds", Help: "Time from submission to dispatch of dispatched jobs, by arch and class.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 4, 12),
+		}, []string{"arch", "class"})
+		prometheus.MustRegister(queueLength, queueWait)
 	})
+}
+
+// observeWait records the wait of a job just dispatched in omni_queue_wait_seconds.
+func observeWait(j *jobs.Job) {
+	registerMetrics()
+	class := ""
+	if j.Queue != nil {
+		class = j.Queue.Class
+	}
+	queueWait.WithLabelValues(j.Arch, class).Observe(j.Wait().Seconds())
+}
+
+// setQueueLength publishes omni_queue_length{arch,class}.
+func setQueueLength(lengths map[[2]string]int) {
+	registerMetrics()
 	queueLength.Reset()
 	for k, n := range lengths {
 		queueLength.WithLabelValues(k[0], k[1]).Set(float64(n))
