@@ -6,6 +6,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -69,18 +72,24 @@ func qNext(waiting []*qJob, running map[string]int) *qJob {
 // policy (none) comes back at the end.
 func qUsePolicy(t *testing.T, instance string) {
 	t.Helper()
-	path := filepath.Join(filepath.Dir(omni.ClustersDir), "queue.yaml")
-	if omni.Policy == nil {
-		t.Fatal("the all-in-one has no queue policy")
-	}
-	policy := `aging: 1h
+	qWritePolicy(t, instance, `aging: 1h
 services:
   qa: {weight: 1, maxClass: urgent}
   qb: {weight: 2, maxClass: urgent}
   "*": {maxClass: urgent}
 instances:
-  ` + instance + `: {capacity: 2}
-`
+  `+instance+`: {capacity: 2}
+`)
+}
+
+// qWritePolicy writes policy as the local host's queue policy and loads it; the previous
+// policy (none) comes back at the end.
+func qWritePolicy(t *testing.T, instance, policy string) {
+	t.Helper()
+	path := filepath.Join(filepath.Dir(omni.ClustersDir), "queue.yaml")
+	if omni.Policy == nil {
+		t.Fatal("the all-in-one has no queue policy")
+	}
 	if err := os.WriteFile(path, []byte(policy), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +98,7 @@ instances:
 		omni.Policy.Reload()
 	})
 	// The file watch reloads it; a reload here makes the test independent of its debounce.
-	if err := omni.Policy.Reload(); err != nil || omni.Policy.Current().Capacity(instance, 0) != 2 {
+	if err := omni.Policy.Reload(); err != nil || omni.Policy.Current().Capacity(instance, -1) == -1 {
 		t.Fatalf("queue policy %s not loaded: %v", path, err)
 	}
 }
@@ -108,93 +117,8 @@ func TestQueueFairOrder(t *testing.T) {
 		t.Fatalf("%d %s instances, want 1", len(ins), arch)
 	}
 	qUsePolicy(t, ins[0].Name)
-
-	// Nothing else may hold the instance: wait for earlier tests' aarch64 jobs to end.
-	deadline := time.Now().Add(2 * time.Minute)
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		active, _, err := omni.Deps.Store.ListActive(context.Background(), "", 1000)
-		if err != nil {
-			t.Fatal(err)
-		}
-		busy := 0
-		for _, j := range active {
-			if j.Arch == arch {
-				busy++
-			}
-		}
-		if busy == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d %s jobs of earlier tests still unfinished after 2 minutes", busy, arch)
-		}
-		<-tick.C
-	}
-
-	// The watches: every Job of the instance in creation order (the start order), and every pod
-	// with the most that had not ended at once (the slots in use). A slot is in use from the
-	// Job's creation to its pod's end: the Job controller may mark a Job complete a little after
-	// its pod ended, when the job is already terminal and its slot free.
-	cs := omni.Platform.Cluster(arch).Clientset()
-	sel := metav1.ListOptions{LabelSelector: manifest.LabelService + " in (qa,qb)"}
-	jw, err := cs.BatchV1().Jobs("default").Watch(context.Background(), sel)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer jw.Stop()
-	pw, err := cs.CoreV1().Pods("default").Watch(context.Background(), sel)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pw.Stop()
-	var mu sync.Mutex
-	var started []string
-	seen := map[string]bool{}
-	live := map[string]bool{}  // jobs created whose pod has not ended
-	ended := map[string]bool{} // jobs whose pod ended
-	maxLive := 0
-	startedCh := make(chan string, 64)
-	go func() {
-		for ev := range jw.ResultChan() {
-			kj, ok := ev.Object.(*batchv1.Job)
-			if !ok || ev.Type != watch.Added {
-				continue
-			}
-			id := kj.Labels[jobIDLabel]
-			mu.Lock()
-			if !seen[id] {
-				seen[id] = true
-				started = append(started, id)
-				if !ended[id] {
-					live[id] = true
-				}
-				maxLive = max(maxLive, len(live))
-				startedCh <- id
-			}
-			mu.Unlock()
-		}
-	}()
-	go func() {
-		for ev := range pw.ResultChan() {
-			pod, ok := ev.Object.(*corev1.Pod)
-			if !ok {
-				continue
-			}
-			id := pod.Labels[jobIDLabel]
-			mu.Lock()
-			if ev.Type == watch.Deleted || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
-				ended[id] = true
-				delete(live, id)
-			} else if !ended[id] {
-				live[id] = true
-			}
-			maxLive = max(maxLive, len(live))
-			mu.Unlock()
-		}
-	}()
-
+	qWaitIdle(t, arch)
+	w := qWatch(t, arch, "qa,qb")
 	// A second dispatcher over the same store, clusters and policy: another replica.
 	other := submit.New(submit.Settings{JobTTLSecondsAfterFinished: 3600}, submit.Deps{
 		Store: omni.Deps.Store, Catalogue: func() submit.Catalogue { return omni.Deps.Catalogue.Current() },
@@ -263,21 +187,11 @@ func TestQueueFairOrder(t *testing.T) {
 		t.Errorf("GET /v1/queue: %d waiting, instances %+v; want 10 and 2 of 2 in use", len(view.Waiting), view.Instances)
 	}
 
-	waitStart := func(what string) string {
-		t.Helper()
-		select {
-		case id := <-startedCh:
-			return id
-		case <-time.After(2 * time.Minute):
-			t.Fatalf("no Job started within 2 minutes (%s)", what)
-			return ""
-		}
-	}
 	byID := map[string]*qJob{}
 	for _, j := range all {
 		byID[j.id] = j
 	}
-	running := []*qJob{byID[waitStart("first")], byID[waitStart("second")]}
+	running := []*qJob{byID[w.next(t, "first")], byID[w.next(t, "second")]}
 	waiting := append([]*qJob(nil), all[2:]...)
 	for len(waiting) > 0 {
 		// Let the oldest running job end; the next start must be the model's pick.
@@ -290,7 +204,7 @@ func TestQueueFairOrder(t *testing.T) {
 			use[j.service]++
 		}
 		want := qNext(waiting, use)
-		got := byID[waitStart("after "+done.id)]
+		got := byID[w.next(t, "after "+done.id)]
 		if got == nil || got.id != want.id {
 			t.Fatalf("started %+v, want %+v (waiting %d, running %v)", got, want, len(waiting), use)
 		}
@@ -308,17 +222,227 @@ func TestQueueFairOrder(t *testing.T) {
 	for _, j := range all {
 		root.wait(t, j.id, "succeeded", func(j *jobs.Job) bool { return j.Status == jobs.StatusSucceeded })
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if maxLive > 2 {
-		t.Errorf("the watches saw %d jobs in progress at once on an instance of 2 slots", maxLive)
+	for _, j := range all {
+		w.waitEnded(t, j.id)
 	}
-	if len(started) != len(all) {
-		t.Errorf("the watch saw %d Jobs start for %d jobs (a job placed twice, or the cancelled one created)", len(started), len(all))
+	if n := w.maxInProgress(); n > 2 {
+		t.Errorf("the watches saw %d jobs in progress at once on an instance of 2 slots", n)
 	}
-	for _, id := range started {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.started) != len(all) {
+		t.Errorf("the watch saw %d Jobs start for %d jobs (a job placed twice, or the cancelled one created)", len(w.started), len(all))
+	}
+	for _, id := range w.started {
 		if id == c.ID {
 			t.Errorf("the job cancelled while queued was created on the cluster")
 		}
+	}
+}
+
+// qWaitIdle waits until no job of arch is unfinished (earlier tests' jobs hold no slots but
+// would share the cluster).
+func qWaitIdle(t *testing.T, arch string) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		active, _, err := omni.Deps.Store.ListActive(context.Background(), "", 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		busy := 0
+		for _, j := range active {
+			if j.Arch == arch {
+				busy++
+			}
+		}
+		if busy == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d %s jobs of earlier tests still unfinished after 2 minutes", busy, arch)
+		}
+		<-tick.C
+	}
+}
+
+// qWatcher follows the Jobs and pods of some services on a cluster. A job is in progress
+// (holds its slots) from its Job's creation to its pod's end; both are recorded with their
+// resourceVersion, which one API server (etcd) orders globally, so overlaps are judged in the
+// cluster's own order, not in the order two watches happen to deliver. (The Job controller may
+// mark a Job complete a little after its pod ended, when the job is already terminal and its
+// slot free: the pod's end is what counts.)
+type qWatcher struct {
+	mu        sync.Mutex
+	started   []string         // job ids in Job creation order
+	createdRV map[string]int64 // job id → resourceVersion of its Job's creation
+	endedRV   map[string]int64 // job id → resourceVersion of its pod's end
+	startedCh chan string
+}
+
+// qWatch starts watching the Jobs and pods of services (comma-separated) on arch's cluster.
+func qWatch(t *testing.T, arch, services string) *qWatcher {
+	t.Helper()
+	cs := omni.Platform.Cluster(arch).Clientset()
+	sel := metav1.ListOptions{LabelSelector: manifest.LabelService + " in (" + services + ")"}
+	jw, err := cs.BatchV1().Jobs("default").Watch(context.Background(), sel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(jw.Stop)
+	pw, err := cs.CoreV1().Pods("default").Watch(context.Background(), sel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pw.Stop)
+	w := &qWatcher{createdRV: map[string]int64{}, endedRV: map[string]int64{}, startedCh: make(chan string, 64)}
+	rv := func(o metav1.Object) int64 {
+		n, err := strconv.ParseInt(o.GetResourceVersion(), 10, 64)
+		if err != nil {
+			t.Errorf("resourceVersion %q of %s is not a number", o.GetResourceVersion(), o.GetName())
+		}
+		return n
+	}
+	go func() {
+		for ev := range jw.ResultChan() {
+			kj, ok := ev.Object.(*batchv1.Job)
+			if !ok || ev.Type != watch.Added {
+				continue
+			}
+			id := kj.Labels[jobIDLabel]
+			w.mu.Lock()
+			if _, seen := w.createdRV[id]; !seen {
+				w.createdRV[id] = rv(kj)
+				w.started = append(w.started, id)
+				w.startedCh <- id
+			}
+			w.mu.Unlock()
+		}
+	}()
+	go func() {
+		for ev := range pw.ResultChan() {
+			pod, ok := ev.Object.(*corev1.Pod)
+			if !ok {
+				continue
+			}
+			id := pod.Labels[jobIDLabel]
+			w.mu.Lock()
+			if _, done := w.endedRV[id]; !done && (ev.Type == watch.Deleted || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed) {
+				w.endedRV[id] = rv(pod)
+			}
+			w.mu.Unlock()
+		}
+	}()
+	return w
+}
+
+// maxInProgress is the most jobs in progress at once, in the cluster's order; a job whose end
+// was not seen counts to the end.
+func (w *qWatcher) maxInProgress() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	type edge struct {
+		rv    int64
+		delta int
+	}
+	var edges []edge
+	for id, c := range w.createdRV {
+		edges = append(edges, edge{c, +1})
+		if e, ok := w.endedRV[id]; ok {
+			edges = append(edges, edge{e, -1})
+		}
+	}
+	sort.Slice(edges, func(i, j int) bool {
+		if edges[i].rv != edges[j].rv {
+			return edges[i].rv < edges[j].rv
+		}
+		return edges[i].delta < edges[j].delta
+	})
+	n, most := 0, 0
+	for _, e := range edges {
+		n += e.delta
+		most = max(most, n)
+	}
+	return most
+}
+
+// waitEnded waits until the end of job id's pod was seen and returns its resourceVersion.
+func (w *qWatcher) waitEnded(t *testing.T, id string) int64 {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		w.mu.Lock()
+		rv, ok := w.endedRV[id]
+		w.mu.Unlock()
+		if ok {
+			return rv
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the end of job %s's pod was not seen within 2 minutes", id)
+		}
+		<-tick.C
+	}
+}
+
+// next waits for the next Job to be created.
+func (w *qWatcher) next(t *testing.T, what string) string {
+	t.Helper()
+	select {
+	case id := <-w.startedCh:
+		return id
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("no Job created within 2 minutes (%s)", what)
+		return ""
+	}
+}
+
+// TestQueueConcurrencyKey: two jobs with the same concurrency key (limit 1) on an instance with
+// room for both: the second waits, with the key as its reason, and its Job is created only
+// after the first one's pod ended; a job with another key runs beside the first.
+func TestQueueConcurrencyKey(t *testing.T) {
+	const arch, step = "aarch64", "build-rpm"
+	ins := omni.Deps.Clusters.Instances(arch)
+	qWritePolicy(t, ins[0].Name, `jobTypes:
+  buildrpm: {concurrencyKey: "{{.parameters.srpmUrl}}", concurrencyLimit: 1}
+instances:
+  `+ins[0].Name+`: {capacity: 5}
+`)
+	qWaitIdle(t, arch)
+	w := qWatch(t, arch, "qk")
+	hold := map[string]string{platform.AnnotationHoldStep: step}
+	first := root.submit(t, rpmJob("qk", arch, hold))
+	second := root.submit(t, rpmJob("qk", arch, hold))
+	other := rpmJob("qk", arch, hold)
+	other["parameters"] = map[string]any{"srpmUrl": "https://repo.example.org/src/other-1.0-1.src.rpm"}
+	third := root.submit(t, other)
+	if first.Status != jobs.StatusPending || third.Status != jobs.StatusPending {
+		t.Fatalf("first %s, other key %s: want both pending", first.Status, third.Status)
+	}
+	if second.Status != jobs.StatusQueued || second.Queue == nil || !strings.Contains(second.Queue.Reason, "concurrency key") {
+		t.Fatalf("second of the same key: %s %+v, want queued for its concurrency key", second.Status, second.Queue)
+	}
+	got := map[string]bool{w.next(t, "first"): true, w.next(t, "other key"): true}
+	if !got[first.ID] || !got[third.ID] {
+		t.Fatalf("created %v, want %s and %s", got, first.ID, third.ID)
+	}
+	lqSetHold(t, arch, first.ID, "")
+	if id := w.next(t, "second after the first ended"); id != second.ID {
+		t.Fatalf("created %s, want %s", id, second.ID)
+	}
+	firstEnd := w.waitEnded(t, first.ID)
+	w.mu.Lock()
+	secondCreated := w.createdRV[second.ID]
+	w.mu.Unlock()
+	if secondCreated < firstEnd {
+		t.Errorf("the second job of the key was created (resourceVersion %d) before the first one's pod ended (%d)", secondCreated, firstEnd)
+	}
+	lqSetHold(t, arch, second.ID, "")
+	lqSetHold(t, arch, third.ID, "")
+	for _, j := range []*jobs.Job{first, second, third} {
+		root.wait(t, j.ID, "succeeded", func(j *jobs.Job) bool { return j.Status == jobs.StatusSucceeded })
 	}
 }
