@@ -374,6 +374,28 @@ func (h *Handler) place(ctx context.Context, st *state, pol *queue.Policy, j *jo
 		release()
 		return "", false, false, err // placed by another dispatcher, or cancelled: not ours
 	}
+	// Confirm the claims now that the dispatch is recorded: a pass of another dispatcher that
+	// took this one for dead (its claims older than OrphanAge before it recorded) may have freed
+	// them, and another job may hold a slot since. Then the dispatch is undone, before anything
+	// was created, and the pass starts again.
+	for _, s := range taken {
+		ok, err := d.Store.ClaimSlot(ctx, s.Scope, s.Index, holder)
+		if err == nil && ok {
+			continue
+		}
+		if _, _, uerr := h.Store.UpdateJob(context.WithoutCancel(ctx), j.ID, func(j *jobs.Job) (bool, error) {
+			if j.Status != jobs.StatusPending || j.Queue == nil || j.Queue.Claim != claim {
+				return false, nil
+			}
+			j.Status, j.Cluster, j.Namespace = jobs.StatusQueued, "", ""
+			j.Queue.Claim, j.Queue.DispatchedAt = "", nil
+			return true, nil
+		}); uerr != nil {
+			err = errors.Join(err, fmt.Errorf("undo the dispatch of %s: %w", j.ID, uerr))
+		}
+		release()
+		return "", false, err == nil, err
+	}
 	for _, s := range taken {
 		if st.held[s.Scope] == nil {
 			st.held[s.Scope] = map[int]bool{}

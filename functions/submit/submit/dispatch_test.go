@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -368,4 +369,52 @@ func TestStalePosition(t *testing.T) {
 			t.Errorf("stalePosition(%d, %d) = %v, want %v", tc.old, tc.pos, got, tc.want)
 		}
 	}
+}
+
+// A dispatcher taken for dead (its claim freed as an orphan and taken by another job) before it
+// recorded its dispatch undoes the dispatch: the instance is never over-filled.
+func TestStolenClaimUndoesTheDispatch(t *testing.T) {
+	in := &fakeInstance{name: "arm-1", capacity: 1, weight: 1}
+	f := newQueue(t, "", 1, in)
+	ctx := context.Background()
+	x := f.submit(t, "release", "")
+	j := f.submit(t, "release", "")
+	thief := f.submit(t, "release", "") // queued behind j
+	f.end(t, x.ID)
+	st := f.store
+	// Wrap the store so that, between j's claim and its confirmation, its slot is freed and
+	// taken by thief, as a pass of another replica that took the claim for an orphan would.
+	h := f.handlers[0]
+	h.Dispatcher.Store = &stealingStore{QueueStore: st, victim: j.ID, thief: thief.ID}
+	if _, err := h.Dispatch(ctx, DispatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	got, thiefGot := f.get(t, j.ID), f.get(t, thief.ID)
+	if got.Status != jobs.StatusQueued || got.Cluster != "" || in.objects[j.ID] != 0 {
+		t.Errorf("victim after its slot was stolen: %s on %q, created %d times; want queued, nothing created", got.Status, got.Cluster, in.objects[j.ID])
+	}
+	if thiefGot.Status != jobs.StatusQueued {
+		t.Errorf("thief %s (it holds the slot, outside any dispatcher)", thiefGot.Status)
+	}
+}
+
+// stealingStore hands the victim's first claimed slot to the thief right after the claim.
+type stealingStore struct {
+	QueueStore
+	victim, thief string
+	stolen        bool
+}
+
+func (s *stealingStore) ClaimSlot(ctx context.Context, scope string, index int, holder string) (bool, error) {
+	ok, err := s.QueueStore.ClaimSlot(ctx, scope, index, holder)
+	if ok && err == nil && !s.stolen && strings.HasPrefix(holder, s.victim+"/") {
+		s.stolen = true
+		if _, err := s.QueueStore.ReleaseSlot(ctx, scope, index, holder); err != nil {
+			return false, err
+		}
+		if _, err := s.QueueStore.ClaimSlot(ctx, scope, index, holderOf(s.thief, "other")); err != nil {
+			return false, err
+		}
+	}
+	return ok, err
 }
