@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -113,15 +114,18 @@ func (h *Handler) Dispatch(ctx context.Context, o DispatchOptions) (Report, erro
 
 // state is what one pass knows of the queue.
 type state struct {
-	active  []*jobs.Job
-	byID    map[string]*jobs.Job
-	held    map[string]map[int]bool // scope → held indices
-	running map[string]int          // service → slots its dispatched jobs hold
+	active []*jobs.Job
+	byID   map[string]*jobs.Job
+	held   map[string]map[int]bool // scope → held indices
+	// freedAt is, per instance scope, when the jobs whose slots this pass freed ended (oldest
+	// first): the start of the dispatch lag of the jobs placed there next.
+	freedAt map[string][]time.Time
+	running map[string]int // service → slots its dispatched jobs hold
 }
 
 func (h *Handler) load(ctx context.Context) (*state, int, error) {
 	d := h.Dispatcher
-	st := &state{byID: map[string]*jobs.Job{}, held: map[string]map[int]bool{}, running: map[string]int{}}
+	st := &state{byID: map[string]*jobs.Job{}, held: map[string]map[int]bool{}, running: map[string]int{}, freedAt: map[string][]time.Time{}}
 	cursor := ""
 	for {
 		page, next, err := d.Store.ListUnsettled(ctx, cursor, 1000)
@@ -174,6 +178,9 @@ func (h *Handler) load(ctx context.Context) (*state, int, error) {
 				return nil, 0, fmt.Errorf("dispatch: release slot: %w", err)
 			} else if ok {
 				released++
+				if j != nil && j.FinishedAt != nil && strings.HasPrefix(sl.Scope, "instance/") {
+					st.freedAt[sl.Scope] = append(st.freedAt[sl.Scope], *j.FinishedAt)
+				}
 			}
 			continue
 		}
@@ -407,14 +414,21 @@ func (h *Handler) place(ctx context.Context, st *state, pol *queue.Policy, j *jo
 	if o.Quiet != j.ID {
 		h.emit(ctx, events.TypeJobChanged, stored, jobs.StatusQueued)
 	}
-	h.create(ctx, stored, target, o.Quiet == j.ID)
+	if h.create(ctx, stored, target, o.Quiet == j.ID) {
+		scope := instanceScope(target.ClusterName())
+		if fr := st.freedAt[scope]; len(fr) > 0 {
+			sort.Slice(fr, func(a, b int) bool { return fr[a].Before(fr[b]) })
+			observeLag(j.Arch, h.now().Sub(fr[0]))
+			st.freedAt[scope] = fr[1:]
+		}
+	}
 	return "", true, false, nil
 }
 
 // create renders and creates a dispatched job's objects. A refusal ends the job failed
 // (CreateFailed), which frees its slots at the next pass; a job cancelled meanwhile has its
 // objects deleted again.
-func (h *Handler) create(ctx context.Context, j *jobs.Job, target Target, quiet bool) {
+func (h *Handler) create(ctx context.Context, j *jobs.Job, target Target, quiet bool) (created bool) {
 	log := logging.FromContext(ctx)
 	cerr := h.render(ctx, j, target)
 	if cerr != nil {
@@ -429,19 +443,21 @@ func (h *Handler) create(ctx context.Context, j *jobs.Job, target Target, quiet 
 		})
 		if err != nil {
 			log.Errorw("could not record a failed creation; the resync repairs it", "job", j.ID, "error", err)
-			return
+			return false
 		}
 		if changed && !quiet {
 			h.emit(ctx, events.TypeJobChanged, failed, jobs.StatusPending)
 		}
-		return
+		return false
 	}
 	cur, err := h.Store.GetJob(ctx, j.ID)
 	if err == nil && (cur.CancelRequested || cur.Status == jobs.StatusCancelled) {
 		if err := h.Deleter.DeleteJobObjects(ctx, j.Cluster, j.Namespace, j.ID); err != nil {
 			log.Warnw("could not delete the objects of a job cancelled while they were created", "job", j.ID, "error", err)
 		}
+		return false
 	}
+	return true
 }
 
 // render renders j's objects for target and creates them.

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/omnibuildplatform/omni-orchestrator/shared/auth"
@@ -164,6 +165,13 @@ func TestQueuedWhenFullThenDispatched(t *testing.T) {
 	}
 	if in.objects[c.ID] != 1 {
 		t.Errorf("third created %d times", in.objects[c.ID])
+	}
+	// The slot a's end freed went to c in the same pass: one dispatch lag observed.
+	if n := series(queueLag); n < 1 {
+		t.Errorf("omni_queue_dispatch_lag_seconds has %d series, want the aarch64 one", n)
+	}
+	if n := series(queueWait); n < 1 {
+		t.Errorf("omni_queue_wait_seconds has %d series", n)
 	}
 }
 
@@ -417,4 +425,15 @@ func (s *stealingStore) ClaimSlot(ctx context.Context, scope string, index int, 
 		}
 	}
 	return ok, err
+}
+
+// series counts the series a collector has.
+func series(c prometheus.Collector) int {
+	ch := make(chan prometheus.Metric, 64)
+	go func() { c.Collect(ch); close(ch) }()
+	n := 0
+	for range ch {
+		n++
+	}
+	return n
 }

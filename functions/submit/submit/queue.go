@@ -247,6 +247,7 @@ var (
 	metricsOnce sync.Once
 	queueLength *prometheus.GaugeVec
 	queueWait   *prometheus.HistogramVec
+	queueLag    *prometheus.HistogramVec
 )
 
 func registerMetrics() {
@@ -258,7 +259,11 @@ func registerMetrics() {
 			Name: "omni_queue_wait_seconds", Help: "Time from submission to dispatch of dispatched jobs, by arch and class.",
 			Buckets: prometheus.ExponentialBuckets(0.01, 4, 12),
 		}, []string{"arch", "class"})
-		prometheus.MustRegister(queueLength, queueWait)
+		queueLag = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "omni_queue_dispatch_lag_seconds", Help: "Time from a job's end freeing instance slots to the next job's objects created there, by arch (only when a queued job took the freed slots in the pass that freed them).",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
+		}, []string{"arch"})
+		prometheus.MustRegister(queueLength, queueWait, queueLag)
 	})
 }
 
@@ -270,6 +275,12 @@ func observeWait(j *jobs.Job) {
 		class = j.Queue.Class
 	}
 	queueWait.WithLabelValues(j.Arch, class).Observe(j.Wait().Seconds())
+}
+
+// observeLag records a dispatch lag in omni_queue_dispatch_lag_seconds.
+func observeLag(arch string, d time.Duration) {
+	registerMetrics()
+	queueLag.WithLabelValues(arch).Observe(d.Seconds())
 }
 
 // setQueueLength publishes omni_queue_length{arch,class}.
