@@ -133,7 +133,7 @@ func TestSQLiteUpDownUp(t *testing.T) {
 		}
 		return out
 	}
-	want := "idempotency_keys,jobs,log_chunks,log_steps"
+	want := "idempotency_keys,jobs,log_chunks,log_steps,slots"
 	for _, step := range []struct {
 		name string
 		run  func() error

@@ -60,8 +60,8 @@ func TestDBInitAndMigrateTwice(t *testing.T) {
 	if err := s.Query(`SELECT version, dirty FROM `+cfg.Keyspace+`.schema_migrations`).WithContext(ctx).Scan(&version, &dirty); err != nil {
 		t.Fatalf("read golang-migrate's version: %v", err)
 	}
-	if version != 2 || dirty {
-		t.Errorf("schema_migrations: version %d dirty %v; want version 2 (the last migration), clean", version, dirty)
+	if version != 3 || dirty {
+		t.Errorf("schema_migrations: version %d dirty %v; want version 3 (the last migration), clean", version, dirty)
 	}
 
 	jobs, logs := 2160*3600, 720*3600
@@ -77,6 +77,7 @@ func TestDBInitAndMigrateTwice(t *testing.T) {
 		"jobs_by_task":      {TTL: jobs, GCGrace: 864000, Compaction: stcs},
 		"active_jobs":       {TTL: 0, GCGrace: 3600, Compaction: lcs},
 		"idempotency_keys":  {TTL: 0, GCGrace: 3600, Compaction: stcs},
+		"slots":             {TTL: 0, GCGrace: 3600, Compaction: stcs},
 		"log_chunks":        {TTL: logs, GCGrace: 10800, Compaction: twcs(24)},
 		"log_steps":         {TTL: logs, GCGrace: 10800, Compaction: twcs(24)},
 		"schema_migrations": {TTL: 0, GCGrace: 864000, Compaction: stcs},
