@@ -160,6 +160,10 @@ type Job struct {
 	// Queue is how the job went through the build queue: its class, its slots, why and where it
 	// waits, when it was dispatched (nil for a job recorded before the queue existed).
 	Queue *Queue `json:"queue,omitempty"`
+	// RerunOf is the job this one reruns (POST /v1/jobs/{id}:rerun); Reruns are the jobs that
+	// rerun this one, oldest first.
+	RerunOf string   `json:"rerunOf,omitempty"`
+	Reruns  []string `json:"reruns,omitempty"`
 	// CancelRequested is set when a client asked to stop the job; the next observation ends it cancelled.
 	CancelRequested bool       `json:"cancelRequested,omitempty"`
 	CreatedAt       time.Time  `json:"createdAt"`
@@ -284,6 +288,9 @@ func (j *Job) Clone() *Job {
 			q.DispatchedAt = &at
 		}
 		c.Queue = &q
+	}
+	if j.Reruns != nil {
+		c.Reruns = append([]string(nil), j.Reruns...)
 	}
 	c.Steps = make([]Step, len(j.Steps))
 	copy(c.Steps, j.Steps)

@@ -171,7 +171,8 @@ func EncodeJSON(field string, v any) (string, error) {
 // JSONColumns are the job fields both stores keep as JSON text.
 type JSONColumns struct {
 	Parameters, Labels, Steps, Observed string
-	// Queue is the job's queue record, "" for none (a job recorded before the queue existed).
+	// Queue is the job's queue record and rerun links, "" for none (a job recorded before the
+	// queue existed).
 	Queue string
 }
 
@@ -189,23 +190,31 @@ func EncodeJSONColumns(j *jobs.Job) (JSONColumns, error) {
 			return JSONColumns{}, err
 		}
 	}
-	if j.Queue != nil {
-		if c.Queue, err = EncodeJSON("queue", j.Queue); err != nil {
+	if j.Queue != nil || j.RerunOf != "" || len(j.Reruns) > 0 {
+		if c.Queue, err = EncodeJSON("queue", queueColumn{Queue: j.Queue, RerunOf: j.RerunOf, Reruns: j.Reruns}); err != nil {
 			return JSONColumns{}, err
 		}
 	}
 	return c, nil
 }
 
-// DecodeQueue decodes the queue column of a stored job ("" is none).
+// queueColumn is what the queue column holds: the job's queue record and its rerun links.
+type queueColumn struct {
+	Queue   *jobs.Queue `json:"queue,omitempty"`
+	RerunOf string      `json:"rerunOf,omitempty"`
+	Reruns  []string    `json:"reruns,omitempty"`
+}
+
+// DecodeQueue decodes the queue column of a stored job ("" is none) into its queue record and
+// rerun links.
 func DecodeQueue(j *jobs.Job, text string) error {
 	if text == "" {
 		return nil
 	}
-	var q jobs.Queue
+	var q queueColumn
 	if err := json.Unmarshal([]byte(text), &q); err != nil {
 		return fmt.Errorf("decode queue of job %s: %w", j.ID, err)
 	}
-	j.Queue = &q
+	j.Queue, j.RerunOf, j.Reruns = q.Queue, q.RerunOf, q.Reruns
 	return nil
 }

@@ -197,7 +197,7 @@ func TestQueueFairOrder(t *testing.T) {
 		// Let the oldest running job end; the next start must be the model's pick.
 		done := running[0]
 		running = running[1:]
-		lqSetHold(t, arch, done.id, "")
+		qRelease(t, arch, done.id, "")
 		storm()
 		use := map[string]int{}
 		for _, j := range running {
@@ -217,7 +217,7 @@ func TestQueueFairOrder(t *testing.T) {
 		running = append(running, got)
 	}
 	for _, j := range running {
-		lqSetHold(t, arch, j.id, "")
+		qRelease(t, arch, j.id, "")
 	}
 	for _, j := range all {
 		root.wait(t, j.id, "succeeded", func(j *jobs.Job) bool { return j.Status == jobs.StatusSucceeded })
@@ -429,7 +429,7 @@ instances:
 	if !got[first.ID] || !got[third.ID] {
 		t.Fatalf("created %v, want %s and %s", got, first.ID, third.ID)
 	}
-	lqSetHold(t, arch, first.ID, "")
+	qRelease(t, arch, first.ID, "")
 	if id := w.next(t, "second after the first ended"); id != second.ID {
 		t.Fatalf("created %s, want %s", id, second.ID)
 	}
@@ -440,9 +440,55 @@ instances:
 	if secondCreated < firstEnd {
 		t.Errorf("the second job of the key was created (resourceVersion %d) before the first one's pod ended (%d)", secondCreated, firstEnd)
 	}
-	lqSetHold(t, arch, second.ID, "")
-	lqSetHold(t, arch, third.ID, "")
+	qRelease(t, arch, second.ID, "")
+	qRelease(t, arch, third.ID, "")
 	for _, j := range []*jobs.Job{first, second, third} {
 		root.wait(t, j.ID, "succeeded", func(j *jobs.Job) bool { return j.Status == jobs.StatusSucceeded })
 	}
+}
+
+// TestRerunLinksBothWays: POST /v1/jobs/{id}:rerun queues a new job with the same request,
+// linked both ways, and it runs; a viewer may not rerun.
+func TestRerunLinksBothWays(t *testing.T) {
+	orig := alice.submit(t, rpmJob("team-a", "x86_64", nil))
+	alice.wait(t, orig.ID, "ended", terminal)
+	if r := bob.do(t, http.MethodPost, "/v1/jobs/"+orig.ID+":rerun", nil); r.code != http.StatusNotFound {
+		t.Errorf("another service's viewer reruns: %d, want 404", r.code)
+	}
+	r := alice.do(t, http.MethodPost, "/v1/jobs/"+orig.ID+":rerun", nil)
+	if r.code != http.StatusCreated {
+		t.Fatalf("rerun: %d %s", r.code, r.body)
+	}
+	re := r.job(t)
+	if re.RerunOf != orig.ID || re.Task != orig.Task || re.Arch != orig.Arch {
+		t.Errorf("rerun job: rerunOf %q task %s arch %s", re.RerunOf, re.Task, re.Arch)
+	}
+	got := alice.do(t, http.MethodGet, "/v1/jobs/"+orig.ID, nil).job(t)
+	if len(got.Reruns) != 1 || got.Reruns[0] != re.ID {
+		t.Errorf("original's reruns %v, want [%s]", got.Reruns, re.ID)
+	}
+	alice.wait(t, re.ID, "succeeded", func(j *jobs.Job) bool { return j.Status == jobs.StatusSucceeded })
+}
+
+// qRelease lets job id's held step end, once its pod exists.
+func qRelease(t *testing.T, arch, id, _ string) {
+	t.Helper()
+	cs := omni.Platform.Cluster(arch).Clientset()
+	deadline := time.Now().Add(2 * time.Minute)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		pods, err := cs.CoreV1().Pods("default").List(context.Background(), metav1.ListOptions{LabelSelector: jobIDLabel + "=" + id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(pods.Items) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job %s has %d pods after 2 minutes, want 1", id, len(pods.Items))
+		}
+		<-tick.C
+	}
+	lqSetHold(t, arch, id, "")
 }

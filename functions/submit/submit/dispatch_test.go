@@ -437,3 +437,30 @@ func series(c prometheus.Collector) int {
 	}
 	return n
 }
+
+// Rerun queues a new job with the same request, linked both ways; a viewer may not.
+func TestRerun(t *testing.T) {
+	f := newQueue(t, "services: {release: {maxClass: urgent}}\n", 1, &fakeInstance{name: "arm-1", capacity: 1, weight: 1})
+	ctx := context.Background()
+	orig := f.submit(t, "release", "urgent")
+	f.end(t, orig.ID)
+	r, replayed, err := f.handlers[0].Rerun(ctx, admin, orig.ID, "")
+	if err != nil || replayed {
+		t.Fatalf("rerun: %v replayed=%v", err, replayed)
+	}
+	if r.ID == orig.ID || r.RerunOf != orig.ID || r.Task != orig.Task || r.Queue.Class != "urgent" ||
+		r.Parameters["srpmUrl"] != orig.Parameters["srpmUrl"] {
+		t.Errorf("rerun job: %+v", r)
+	}
+	if got := f.get(t, orig.ID); len(got.Reruns) != 1 || got.Reruns[0] != r.ID || got.Status != jobs.StatusSucceeded {
+		t.Errorf("original after rerun: %s reruns %v", got.Status, got.Reruns)
+	}
+	viewer := &auth.Principal{User: "v", Role: auth.RoleViewer, Services: []string{"release"}}
+	if _, _, err := f.handlers[0].Rerun(ctx, viewer, orig.ID, ""); !errors.Is(err, jobs.ErrForbidden) {
+		t.Errorf("viewer reruns: %v, want forbidden", err)
+	}
+	stranger := &auth.Principal{User: "s", Role: auth.RoleSubmitter, Services: []string{"other"}}
+	if _, _, err := f.handlers[0].Rerun(ctx, stranger, orig.ID, ""); !errors.Is(err, jobs.ErrNotFound) {
+		t.Errorf("another service's submitter reruns: %v, want not found", err)
+	}
+}

@@ -22,7 +22,7 @@ import (
 
 // enqueue records the job queued, runs a dispatch pass (which places it at once when there is
 // room and nothing waits before it) and answers with the job as the pass left it.
-func (h *Handler) enqueue(ctx context.Context, req Request, params map[string]any, id, key string, now time.Time) (*jobs.Job, bool, error) {
+func (h *Handler) enqueue(ctx context.Context, req Request, params map[string]any, id, key, rerunOf string, now time.Time) (*jobs.Job, bool, error) {
 	d := h.Dispatcher
 	pol := d.Policy()
 	if len(d.Instances.Instances(req.Arch)) == 0 {
@@ -50,7 +50,7 @@ func (h *Handler) enqueue(ctx context.Context, req Request, params map[string]an
 	}
 	j := &jobs.Job{
 		ID: id, Service: req.Service, Task: req.Task, Domain: req.Domain, Arch: req.Arch,
-		Status: jobs.StatusQueued, Parameters: params, Labels: req.Labels, Callback: req.Callback,
+		Status: jobs.StatusQueued, Parameters: params, Labels: req.Labels, Callback: req.Callback, RerunOf: rerunOf,
 		Queue:     &jobs.Queue{Class: class, Slots: pol.Slots(req.Task), ConcurrencyKey: ckey},
 		CreatedAt: now, UpdatedAt: now,
 	}

@@ -146,6 +146,11 @@ func (e *CreateError) Unwrap() error { return e.Err }
 // Submit runs one submission for principal p. With a non-empty idempotency key, a repeat of a
 // submission returns the job of the first one (replayed = true) and creates nothing.
 func (h *Handler) Submit(ctx context.Context, p *auth.Principal, req Request, key string) (*jobs.Job, bool, error) {
+	return h.submit(ctx, p, req, key, "")
+}
+
+// submit is Submit of a job that reruns job rerunOf ("" for none).
+func (h *Handler) submit(ctx context.Context, p *auth.Principal, req Request, key, rerunOf string) (*jobs.Job, bool, error) {
 	if err := validate(req, key); err != nil {
 		return nil, false, err
 	}
@@ -176,14 +181,14 @@ func (h *Handler) Submit(ctx context.Context, p *auth.Principal, req Request, ke
 		}
 	}
 	if h.Dispatcher == nil {
-		return h.submitDirect(ctx, req, params, id, key, now)
+		return h.submitDirect(ctx, req, params, id, key, rerunOf, now)
 	}
-	return h.enqueue(ctx, req, params, id, key, now)
+	return h.enqueue(ctx, req, params, id, key, rerunOf, now)
 }
 
 // submitDirect places the job at once on an instance with room (503 when none has): the
 // behaviour of a submit without a dispatcher.
-func (h *Handler) submitDirect(ctx context.Context, req Request, params map[string]any, id, key string, now time.Time) (*jobs.Job, bool, error) {
+func (h *Handler) submitDirect(ctx context.Context, req Request, params map[string]any, id, key, rerunOf string, now time.Time) (*jobs.Job, bool, error) {
 	cat := h.Catalogue()
 	target, err := h.Placer.Place(ctx, req.Arch)
 	if err != nil {
@@ -200,7 +205,7 @@ func (h *Handler) submitDirect(ctx context.Context, req Request, params map[stri
 	j := &jobs.Job{
 		ID: id, Service: req.Service, Task: req.Task, Domain: req.Domain, Arch: req.Arch,
 		Cluster: target.ClusterName(), Namespace: target.JobNamespace(), Status: jobs.StatusPending,
-		Parameters: params, Labels: req.Labels, Callback: req.Callback,
+		Parameters: params, Labels: req.Labels, Callback: req.Callback, RerunOf: rerunOf,
 		CreatedAt: now, UpdatedAt: now,
 	}
 	for _, s := range cat.Steps(req.Task) {
@@ -394,6 +399,7 @@ type Mux interface {
 func (h *Handler) Routes(mux Mux, authn func(http.Handler) http.Handler) {
 	mux.Handle("POST /v1/jobs", authn(http.HandlerFunc(h.serveSubmit)))
 	mux.Handle("DELETE /v1/jobs/{id}", authn(http.HandlerFunc(h.serveDelete)))
+	mux.Handle("POST /v1/jobs/{action}", authn(http.HandlerFunc(h.serveRerun)))
 	if h.Dispatcher != nil {
 		mux.Handle("GET /v1/queue", authn(http.HandlerFunc(h.serveQueue)))
 		mux.Handle("POST /dispatch", runtime.CloudEvents(h.receiveDispatch))

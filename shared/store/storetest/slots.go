@@ -216,12 +216,13 @@ func testSlotInvalid(t *testing.T, f *fixture, s store.SlotStore) {
 	}
 }
 
-// testQueueRoundTrip stores a queued job with its queue record, dispatches it with a
+// testQueueRoundTrip stores a queued job with its queue record and rerun links, dispatches it with a
 // conditional update (only one of two racing dispatchers wins) and reads it back.
 func testQueueRoundTrip(t *testing.T, f *fixture) {
 	j := f.newJob("rpm", f.base)
 	j.Status, j.Cluster, j.Namespace = jobs.StatusQueued, "", ""
 	j.Queue = &jobs.Queue{Class: "background", Slots: 2, ConcurrencyKey: "24.03/x", Position: 3, Reason: "aarch64: 2 of 2 slots in use"}
+	j.RerunOf, j.Reruns = "job-original", []string{"job-r1", "job-r2"}
 	want := f.create(t, j)
 	if d := diffJob(want, f.get(t, j.ID)); d != "" {
 		t.Fatalf("queued job round trip (-want +got):\n%s", d)
@@ -255,7 +256,8 @@ func testQueueRoundTrip(t *testing.T, f *fixture) {
 	}
 	got := f.get(t, j.ID)
 	if got.Status != jobs.StatusPending || got.Queue == nil || got.Queue.DispatchedAt == nil ||
-		got.Cluster != "arm-"+got.Queue.Claim || got.Queue.Class != "background" || got.Queue.Slots != 2 {
+		got.Cluster != "arm-"+got.Queue.Claim || got.Queue.Class != "background" || got.Queue.Slots != 2 ||
+		got.RerunOf != "job-original" || len(got.Reruns) != 2 {
 		t.Errorf("dispatched job: %s on %q, queue %+v", got.Status, got.Cluster, got.Queue)
 	}
 	if got.Queue.DispatchedAt.Location() != time.UTC || !got.Queue.DispatchedAt.Equal(store.MS(*got.Queue.DispatchedAt)) {
