@@ -164,6 +164,8 @@ type Job struct {
 	// rerun this one, oldest first.
 	RerunOf string   `json:"rerunOf,omitempty"`
 	Reruns  []string `json:"reruns,omitempty"`
+	// Ran is what the job was dispatched with (nil until it is dispatched from the queue).
+	Ran *Ran `json:"ran,omitempty"`
 	// CancelRequested is set when a client asked to stop the job; the next observation ends it cancelled.
 	CancelRequested bool       `json:"cancelRequested,omitempty"`
 	CreatedAt       time.Time  `json:"createdAt"`
@@ -288,6 +290,11 @@ func (j *Job) Clone() *Job {
 			q.DispatchedAt = &at
 		}
 		c.Queue = &q
+	}
+	if j.Ran != nil {
+		r := *j.Ran
+		r.Images = append([]string(nil), j.Ran.Images...)
+		c.Ran = &r
 	}
 	if j.Reruns != nil {
 		c.Reruns = append([]string(nil), j.Reruns...)

@@ -30,3 +30,12 @@ func (j *Job) Wait() time.Duration {
 	}
 	return j.Queue.DispatchedAt.Sub(j.CreatedAt)
 }
+
+// Ran is what a job was dispatched with: the revision of its job type and the images of its
+// containers, so that a rerun "as it was" is possible and a change is visible.
+type Ran struct {
+	// TaskDigest is the job type's digest (GET /v1/tasks shows the current one).
+	TaskDigest string `json:"taskDigest"`
+	// Images are the container images of the job's pod, init containers first, each once.
+	Images []string `json:"images,omitempty"`
+}

@@ -10,6 +10,8 @@ package manifest
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -40,6 +42,9 @@ type Task struct {
 	Steps []string `json:"steps"`
 	// Schema is the JSON Schema (draft 2020-12) of the task's parameters, defaults included.
 	Schema json.RawMessage `json:"schema"`
+	// Digest identifies this revision of the job type: "sha256:" and the hex SHA-256 of its
+	// task.yaml and resource templates (names and contents, in the order task.yaml lists them).
+	Digest string `json:"digest"`
 }
 
 // Catalogue is a loaded, immutable set of tasks. It is safe for concurrent use.
@@ -115,6 +120,9 @@ func loadTask(fsys fs.FS, name string) (*task, error) {
 		return nil, fmt.Errorf("parse %s: %w", MetadataFile, err)
 	}
 	t := &task{Task: Task{Name: name, Description: strings.TrimSpace(md.Description), Arches: md.Arches, Steps: md.Steps}}
+	digest := sha256.New()
+	fmt.Fprintf(digest, "%s\x00%d\x00", MetadataFile, len(raw))
+	digest.Write(raw)
 	if t.Description == "" {
 		return nil, errors.New("description is empty")
 	}
@@ -152,12 +160,16 @@ func loadTask(fsys fs.FS, name string) (*task, error) {
 		if err != nil {
 			return nil, fmt.Errorf("resources: %w", err)
 		}
+		fmt.Fprintf(digest, "%s\x00%d\x00", file, len(text))
+		digest.Write(text)
 		tmpl, err := template.New(file).Option("missingkey=error").Funcs(funcMap).Parse(string(text))
 		if err != nil {
 			return nil, fmt.Errorf("resources: %w", err)
 		}
 		t.templates = append(t.templates, tmpl)
 	}
+
+	t.Digest = "sha256:" + hex.EncodeToString(digest.Sum(nil))
 
 	// Render the first example for every architecture: a task that cannot render its own example
 	// (or whose pod does not match its steps) is refused at load time, not at submit time.
@@ -250,6 +262,14 @@ func (c *Catalogue) Task(name string) (Task, bool) {
 	return t.public(), true
 }
 
+// Digest returns the digest of the job type's current revision ("" for an unknown task).
+func (c *Catalogue) Digest(task string) string {
+	if t, ok := c.tasks[task]; ok {
+		return t.Digest
+	}
+	return ""
+}
+
 // Steps returns the step names of the task, or nil for an unknown task.
 func (c *Catalogue) Steps(task string) []string {
 	t, ok := c.tasks[task]
@@ -266,6 +286,7 @@ func (t *task) public() Task {
 		Arches:      slices.Clone(t.Arches),
 		Steps:       slices.Clone(t.Steps),
 		Schema:      slices.Clone(t.Schema),
+		Digest:      t.Digest,
 	}
 }
 

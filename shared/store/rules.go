@@ -171,8 +171,8 @@ func EncodeJSON(field string, v any) (string, error) {
 // JSONColumns are the job fields both stores keep as JSON text.
 type JSONColumns struct {
 	Parameters, Labels, Steps, Observed string
-	// Queue is the job's queue record and rerun links, "" for none (a job recorded before the
-	// queue existed).
+	// Queue is the job's queue record, rerun links and what it ran with, "" for none (a job
+	// recorded before the queue existed).
 	Queue string
 }
 
@@ -190,19 +190,21 @@ func EncodeJSONColumns(j *jobs.Job) (JSONColumns, error) {
 			return JSONColumns{}, err
 		}
 	}
-	if j.Queue != nil || j.RerunOf != "" || len(j.Reruns) > 0 {
-		if c.Queue, err = EncodeJSON("queue", queueColumn{Queue: j.Queue, RerunOf: j.RerunOf, Reruns: j.Reruns}); err != nil {
+	if j.Queue != nil || j.RerunOf != "" || len(j.Reruns) > 0 || j.Ran != nil {
+		if c.Queue, err = EncodeJSON("queue", queueColumn{Queue: j.Queue, RerunOf: j.RerunOf, Reruns: j.Reruns, Ran: j.Ran}); err != nil {
 			return JSONColumns{}, err
 		}
 	}
 	return c, nil
 }
 
-// queueColumn is what the queue column holds: the job's queue record and its rerun links.
+// queueColumn is what the queue column holds: the job's queue record, its rerun links and what
+// it was dispatched with.
 type queueColumn struct {
 	Queue   *jobs.Queue `json:"queue,omitempty"`
 	RerunOf string      `json:"rerunOf,omitempty"`
 	Reruns  []string    `json:"reruns,omitempty"`
+	Ran     *jobs.Ran   `json:"ran,omitempty"`
 }
 
 // DecodeQueue decodes the queue column of a stored job ("" is none) into its queue record and
@@ -215,6 +217,6 @@ func DecodeQueue(j *jobs.Job, text string) error {
 	if err := json.Unmarshal([]byte(text), &q); err != nil {
 		return fmt.Errorf("decode queue of job %s: %w", j.ID, err)
 	}
-	j.Queue, j.RerunOf, j.Reruns = q.Queue, q.RerunOf, q.Reruns
+	j.Queue, j.RerunOf, j.Reruns, j.Ran = q.Queue, q.RerunOf, q.Reruns, q.Ran
 	return nil
 }

@@ -467,7 +467,23 @@ func TestRerunLinksBothWays(t *testing.T) {
 	if len(got.Reruns) != 1 || got.Reruns[0] != re.ID {
 		t.Errorf("original's reruns %v, want [%s]", got.Reruns, re.ID)
 	}
-	alice.wait(t, re.ID, "succeeded", func(j *jobs.Job) bool { return j.Status == jobs.StatusSucceeded })
+	done := alice.wait(t, re.ID, "succeeded", func(j *jobs.Job) bool { return j.Status == jobs.StatusSucceeded })
+	// What it ran with: the job type's current digest (GET /v1/tasks) and its images.
+	var tasks struct {
+		Tasks []struct{ Name, Digest string } `json:"tasks"`
+	}
+	if err := json.Unmarshal(alice.do(t, http.MethodGet, "/v1/tasks", nil).body, &tasks); err != nil {
+		t.Fatal(err)
+	}
+	want := ""
+	for _, tk := range tasks.Tasks {
+		if tk.Name == done.Task {
+			want = tk.Digest
+		}
+	}
+	if done.Ran == nil || want == "" || done.Ran.TaskDigest != want || len(done.Ran.Images) == 0 {
+		t.Errorf("rerun ran with %+v, want digest %q and images", done.Ran, want)
+	}
 }
 
 // qRelease lets job id's held step end, once its pod exists.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/cloudevents/sdk-go/v2/protocol"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"knative.dev/pkg/logging"
 
 	"github.com/omnibuildplatform/omni-orchestrator/shared/events"
@@ -364,11 +366,19 @@ func (h *Handler) place(ctx context.Context, st *state, pol *queue.Policy, j *jo
 		}
 	}
 
+	// Rendered with the catalogue of now, recorded with the dispatch: what the job runs with.
+	cat := h.Catalogue()
+	objs, rerr := h.renderFor(cat, j, target)
+	var ran *jobs.Ran
+	if rerr == nil {
+		ran = &jobs.Ran{TaskDigest: cat.Digest(j.Task), Images: imagesOf(objs)}
+	}
 	at := h.now()
 	stored, changed, err := h.Store.UpdateJob(ctx, j.ID, func(j *jobs.Job) (bool, error) {
 		if j.Status != jobs.StatusQueued || j.CancelRequested {
 			return false, nil
 		}
+		j.Ran = ran
 		if j.Queue == nil {
 			j.Queue = &jobs.Queue{}
 		}
@@ -414,7 +424,7 @@ func (h *Handler) place(ctx context.Context, st *state, pol *queue.Policy, j *jo
 	if o.Quiet != j.ID {
 		h.emit(ctx, events.TypeJobChanged, stored, jobs.StatusQueued)
 	}
-	if h.create(ctx, stored, target, o.Quiet == j.ID) {
+	if h.create(ctx, stored, target, objs, rerr, o.Quiet == j.ID) {
 		scope := instanceScope(target.ClusterName())
 		if fr := st.freedAt[scope]; len(fr) > 0 {
 			sort.Slice(fr, func(a, b int) bool { return fr[a].Before(fr[b]) })
@@ -425,12 +435,15 @@ func (h *Handler) place(ctx context.Context, st *state, pol *queue.Policy, j *jo
 	return "", true, false, nil
 }
 
-// create renders and creates a dispatched job's objects. A refusal ends the job failed
-// (CreateFailed), which frees its slots at the next pass; a job cancelled meanwhile has its
-// objects deleted again.
-func (h *Handler) create(ctx context.Context, j *jobs.Job, target Target, quiet bool) (created bool) {
+// create creates a dispatched job's rendered objects (rerr: they could not be rendered). A
+// refusal ends the job failed (CreateFailed), which frees its slots at the next pass; a job
+// cancelled meanwhile has its objects deleted again.
+func (h *Handler) create(ctx context.Context, j *jobs.Job, target Target, objs []*unstructured.Unstructured, rerr error, quiet bool) (created bool) {
 	log := logging.FromContext(ctx)
-	cerr := h.render(ctx, j, target)
+	cerr := rerr
+	if cerr == nil {
+		cerr = target.Create(ctx, j.ID, objs)
+	}
 	if cerr != nil {
 		failed, changed, err := h.Store.UpdateJob(context.WithoutCancel(ctx), j.ID, func(j *jobs.Job) (bool, error) {
 			if j.Status.Terminal() {
@@ -460,17 +473,38 @@ func (h *Handler) create(ctx context.Context, j *jobs.Job, target Target, quiet 
 	return true
 }
 
-// render renders j's objects for target and creates them.
-func (h *Handler) render(ctx context.Context, j *jobs.Job, target Target) error {
-	objs, err := h.Catalogue().Render(j.Task, manifest.Input{
+// renderFor renders j's objects for target with cat.
+func (h *Handler) renderFor(cat Catalogue, j *jobs.Job, target Target) ([]*unstructured.Unstructured, error) {
+	objs, err := cat.Render(j.Task, manifest.Input{
 		JobID: j.ID, Namespace: target.JobNamespace(), Service: j.Service, Task: j.Task,
 		Domain: j.Domain, Arch: j.Arch, Parameters: j.Parameters,
 		TTLSecondsAfterFinished: h.TTLSecondsAfterFinished, Labels: j.Labels,
 	})
 	if err != nil {
-		return fmt.Errorf("render %s: %w", j.Task, err)
+		return nil, fmt.Errorf("render %s: %w", j.Task, err)
 	}
-	return target.Create(ctx, j.ID, objs)
+	return objs, nil
+}
+
+// imagesOf lists the images of the Kubernetes Jobs' containers among objs, init containers
+// first, each once.
+func imagesOf(objs []*unstructured.Unstructured) []string {
+	var out []string
+	for _, o := range objs {
+		if o.GetKind() != "Job" {
+			continue
+		}
+		for _, field := range []string{"initContainers", "containers"} {
+			cs, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", field)
+			for _, c := range cs {
+				m, _ := c.(map[string]any)
+				if img, _ := m["image"].(string); img != "" && !slices.Contains(out, img) {
+					out = append(out, img)
+				}
+			}
+		}
+	}
+	return out
 }
 
 // exactPositions is how many of the first waiting jobs have their position recorded exactly;
@@ -539,7 +573,8 @@ func (h *Handler) repair(ctx context.Context, st *state) int {
 			continue
 		}
 		log.Infow("creating the objects of a dispatched job again", "job", j.ID, "cluster", j.Cluster)
-		h.create(ctx, j, in, false)
+		objs, rerr := h.renderFor(h.Catalogue(), j, in)
+		h.create(ctx, j, in, objs, rerr, false)
 		n++
 	}
 	return n

@@ -166,6 +166,9 @@ func TestQueuedWhenFullThenDispatched(t *testing.T) {
 	if in.objects[c.ID] != 1 {
 		t.Errorf("third created %d times", in.objects[c.ID])
 	}
+	if got.Ran == nil || !strings.HasPrefix(got.Ran.TaskDigest, "sha256:") || len(got.Ran.Images) == 0 {
+		t.Errorf("third ran with %+v, want the job type's digest and its images", got.Ran)
+	}
 	// The slot a's end freed went to c in the same pass: one dispatch lag observed.
 	if n := series(queueLag); n < 1 {
 		t.Errorf("omni_queue_dispatch_lag_seconds has %d series, want the aarch64 one", n)

@@ -46,6 +46,8 @@ type Catalogue interface {
 	Validate(task, arch string, params map[string]any) (map[string]any, error)
 	Steps(task string) []string
 	Render(task string, in manifest.Input) ([]*unstructured.Unstructured, error)
+	// Digest identifies the job type's current revision (recorded with each dispatch).
+	Digest(task string) string
 }
 
 // Target is the engine instance chosen for a job.

@@ -240,6 +240,7 @@ func testQueueRoundTrip(t *testing.T, f *fixture) {
 				at := time.Now().Add(time.Duration(d) * time.Microsecond)
 				j.Status, j.Cluster, j.Namespace = jobs.StatusPending, fmt.Sprintf("arm-%d", d), "omni"
 				j.Queue.Position, j.Queue.Reason, j.Queue.DispatchedAt, j.Queue.Claim = 0, "", &at, fmt.Sprint(d)
+				j.Ran = &jobs.Ran{TaskDigest: "sha256:" + fmt.Sprint(d), Images: []string{"registry.example/a:1", "registry.example/b:2"}}
 				return true, nil
 			})
 			if err != nil {
@@ -257,7 +258,8 @@ func testQueueRoundTrip(t *testing.T, f *fixture) {
 	got := f.get(t, j.ID)
 	if got.Status != jobs.StatusPending || got.Queue == nil || got.Queue.DispatchedAt == nil ||
 		got.Cluster != "arm-"+got.Queue.Claim || got.Queue.Class != "background" || got.Queue.Slots != 2 ||
-		got.RerunOf != "job-original" || len(got.Reruns) != 2 {
+		got.RerunOf != "job-original" || len(got.Reruns) != 2 ||
+		got.Ran == nil || got.Ran.TaskDigest != "sha256:"+got.Queue.Claim || len(got.Ran.Images) != 2 {
 		t.Errorf("dispatched job: %s on %q, queue %+v", got.Status, got.Cluster, got.Queue)
 	}
 	if got.Queue.DispatchedAt.Location() != time.UTC || !got.Queue.DispatchedAt.Equal(store.MS(*got.Queue.DispatchedAt)) {
