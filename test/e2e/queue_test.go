@@ -248,13 +248,13 @@ func qWaitIdle(t *testing.T, arch string) {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		active, _, err := omni.Deps.Store.ListActive(context.Background(), "", 1000)
+		active, _, err := omni.Deps.Store.ListUnsettled(context.Background(), "", 1000)
 		if err != nil {
 			t.Fatal(err)
 		}
 		busy := 0
 		for _, j := range active {
-			if j.Arch == arch {
+			if j.Arch == arch && !j.Status.Terminal() {
 				busy++
 			}
 		}
