@@ -246,6 +246,9 @@ func (h *Handler) pass(ctx context.Context, o DispatchOptions) (rep Report, retr
 			rep.Dispatched++
 			continue
 		}
+		if why == "" {
+			continue // placed by another dispatcher meanwhile, or cancelled: not waiting
+		}
 		if strings.HasPrefix(why, j.Arch+":") {
 			blocked[j.Arch] = why
 		}
