@@ -21,7 +21,7 @@ import (
 	"github.com/omnibuildplatform/omni-orchestrator/functions/submit/submit"
 	"github.com/omnibuildplatform/omni-orchestrator/local/platform"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
-	"github.com/omnibuildplatform/omni-orchestrator/shared/manifest"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/kube/names"
 )
 
 // qJob is one job of the queue test, as the test models it.
@@ -286,7 +286,7 @@ type qWatcher struct {
 func qWatch(t *testing.T, arch, services string) *qWatcher {
 	t.Helper()
 	cs := omni.Platform.Cluster(arch).Clientset()
-	sel := metav1.ListOptions{LabelSelector: manifest.LabelService + " in (" + services + ")"}
+	sel := metav1.ListOptions{LabelSelector: names.LabelService + " in (" + services + ")"}
 	jw, err := cs.BatchV1().Jobs("default").Watch(context.Background(), sel)
 	if err != nil {
 		t.Fatal(err)

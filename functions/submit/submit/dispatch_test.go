@@ -40,12 +40,12 @@ func (f *fakeInstance) Create(_ context.Context, id string, _ []*unstructured.Un
 	f.objects[id]++
 	return nil
 }
-func (f *fakeInstance) HasJob(_ context.Context, id string) (bool, error) {
+func (f *fakeInstance) HasJob(_ context.Context, _, id string) (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.objects[id] > 0, nil
 }
-func (f *fakeInstance) DeleteJobObjects(_ context.Context, _, id string) error {
+func (f *fakeInstance) DeleteJobObjects(_ context.Context, _, _, id string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	delete(f.objects, id)
@@ -292,7 +292,7 @@ func TestInterruptedDispatchIsRepaired(t *testing.T) {
 	if k.Status != jobs.StatusPending || in.objects[k.ID] != 1 {
 		t.Fatalf("second job: %s, created %d times", k.Status, in.objects[k.ID])
 	}
-	in.DeleteJobObjects(ctx, "", k.ID) // as if the dispatcher had died before creating them
+	in.DeleteJobObjects(ctx, "", "", k.ID) // as if the dispatcher had died before creating them
 	h.Dispatcher.RepairAfter = time.Millisecond
 	deadline = time.Now().Add(10 * time.Second)
 	for {
