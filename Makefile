@@ -34,7 +34,7 @@ test: tools ## Vet and run every test (real local clusters, a real local Cassand
 
 .PHONY: bench
 bench: tools ## Run the benchmarks; each figure is printed next to a baseline measured in the same run.
-	$(GO) test -run '^$$' -bench . -count=1 -timeout 30m ./test/bench/...
+	$(GO) test -run '^$$' -bench . -count=1 -timeout 30m ./test/bench/... ./shared/cassandra/
 
 .PHONY: build
 build: ## Build the function binaries and the omni operator binary into bin/.
