@@ -8,6 +8,7 @@ import (
 
 	"github.com/omnibuildplatform/omni-orchestrator/functions/submit/submit"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/auth"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/callback"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/cassandra"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/events"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
@@ -25,12 +26,17 @@ type settings struct {
 	auth.UsersEnv
 	events.SinkEnv
 	queue.PolicyEnv
+	callback.GuardEnv
 	submit.Settings
 }
 
 func main() { runtime.Main(submit.Name, build) }
 
 func build(ctx context.Context, s *settings) (*runtime.Function, error) {
+	guard, err := s.GuardEnv.Guard()
+	if err != nil {
+		return nil, err
+	}
 	catalogue, err := s.TemplatesEnv.Catalogue(ctx)
 	if err != nil {
 		return nil, err
@@ -61,6 +67,7 @@ func build(ctx context.Context, s *settings) (*runtime.Function, error) {
 		Catalogue: func() submit.Catalogue { return catalogue.Current() },
 		Clusters:  submit.KubePlacer{Clusters: clusters},
 		Emitter:   emitter,
+		Guard:     guard,
 		Authn:     users.Middleware,
 		Queue:     submit.QueueDeps{Store: store, Instances: submit.KubeInstances{Clusters: clusters}, Policy: policy.Current},
 	})

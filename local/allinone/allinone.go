@@ -182,7 +182,7 @@ func Start(ctx context.Context, opts Options) (_ *Main, err error) {
 	if m.Deps, err = buildDeps(runCtx, s); err != nil {
 		return nil, err
 	}
-	fns, err := m.functions(runCtx, s, m.Deps, dataDir)
+	fns, err := m.functions(runCtx, s, m.Deps, dataDir, []string{ln.Addr().String()})
 	if err != nil {
 		return nil, err
 	}

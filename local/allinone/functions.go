@@ -14,6 +14,7 @@ import (
 	"github.com/omnibuildplatform/omni-orchestrator/functions/status-sync/statussync"
 	"github.com/omnibuildplatform/omni-orchestrator/functions/submit/submit"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/auth"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/callback"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/events"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/manifest"
@@ -56,6 +57,7 @@ type settings struct {
 	kube.ClustersEnv
 	store.RetentionEnv
 	queue.PolicyEnv
+	callback.GuardEnv
 	SubmitSettings
 	StatusSyncSettings
 	QuerySettings
@@ -94,8 +96,22 @@ func SetLogArchiveFault(f func(ctx context.Context, c store.LogChunk) error) {
 
 // functions builds the functions the local host runs, each from the shared pieces d and its own
 // settings, with the local mode's values for what the environment leaves unset.
-func (m *Main) functions(ctx context.Context, s *settings, d *Deps, dataDir string) ([]function, error) {
+func (m *Main) functions(ctx context.Context, s *settings, d *Deps, dataDir string, self []string) ([]function, error) {
 	ready := runtime.Check{Name: "store", Func: d.Store.Ping}
+
+	// The callback guard of submit and notify: loopback allowed unless OMNI_CALLBACK_DENY says
+	// otherwise (the receivers of a local run, and the tests' httptest servers, are on this
+	// machine), but never this process's own listeners (notify would call itself).
+	guard, err := s.GuardEnv.Guard()
+	if err != nil {
+		return nil, err
+	}
+	if _, set := os.LookupEnv("OMNI_CALLBACK_DENY"); !set {
+		guard = guard.WithoutLoopback()
+	}
+	if guard, err = guard.DenySelf(self...); err != nil {
+		return nil, err
+	}
 
 	// The queue policy: OMNI_QUEUE_POLICY, else <data dir>/queue.yaml (the default policy while
 	// it does not exist), reloaded when it changes.
@@ -114,6 +130,7 @@ func (m *Main) functions(ctx context.Context, s *settings, d *Deps, dataDir stri
 		Catalogue: func() submit.Catalogue { return d.Catalogue.Current() },
 		Clusters:  submit.KubePlacer{Clusters: d.Clusters},
 		Emitter:   d.Emitter,
+		Guard:     guard,
 		Authn:     d.Users.Middleware,
 		Queue:     submit.QueueDeps{Store: d.Store, Instances: submit.KubeInstances{Clusters: d.Clusters}, Policy: policy.Current},
 	})
@@ -140,16 +157,12 @@ func (m *Main) functions(ctx context.Context, s *settings, d *Deps, dataDir stri
 		return nil
 	}
 
-	// notify: the subscriptions file <data dir>/subscriptions.yaml, and callbacks to loopback
-	// allowed (the receivers of a local run, and the tests' httptest servers, are on this machine).
+	// notify: the subscriptions file <data dir>/subscriptions.yaml.
 	ns := s.NotifySettings
 	if _, set := os.LookupEnv("OMNI_NOTIFY_SUBSCRIPTIONS"); !set {
 		ns.Subscriptions = filepath.Join(dataDir, "subscriptions.yaml")
 	}
-	if _, set := os.LookupEnv("OMNI_NOTIFY_CALLBACK_DENY"); !set {
-		ns.CallbackDeny = notify.WithoutLoopback(ns.CallbackDeny)
-	}
-	n, err := notify.New(ctx, ns)
+	n, err := notify.New(ctx, ns, notify.Deps{Jobs: d.Store, Guard: guard})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", notify.Name, err)
 	}

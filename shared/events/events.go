@@ -51,7 +51,8 @@ type JobData struct {
 }
 
 // NewJobEvent builds a job event of type typ from function fn. Its id is derived from the job
-// id, type and revision, so the same stored state always yields the same event id.
+// id, type and revision, so the same stored state always yields the same event id. Its data
+// shows the callback URL redacted (jobs.RedactURL).
 func NewJobEvent(typ, fn string, j *jobs.Job, previous jobs.Status) (event.Event, error) {
 	e := cloudevents.NewEvent()
 	e.SetID(fmt.Sprintf("%s.%s.%d", j.ID, shortType(typ), j.Revision))
@@ -64,7 +65,8 @@ func NewJobEvent(typ, fn string, j *jobs.Job, previous jobs.Status) (event.Event
 	e.SetExtension(ExtDomain, j.Domain)
 	e.SetExtension(ExtArch, j.Arch)
 	e.SetExtension(ExtStatus, string(j.Status))
-	if err := e.SetData(cloudevents.ApplicationJSON, JobData{Job: j, PreviousStatus: previous}); err != nil {
+	// Everyone subscribed to the Broker sees the data: the callback URL goes without its secrets.
+	if err := e.SetData(cloudevents.ApplicationJSON, JobData{Job: j.Redacted(), PreviousStatus: previous}); err != nil {
 		return e, fmt.Errorf("encode job event: %w", err)
 	}
 	return e, nil

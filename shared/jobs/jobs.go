@@ -3,6 +3,7 @@
 package jobs
 
 import (
+	"net/url"
 	"time"
 )
 
@@ -177,6 +178,28 @@ type Job struct {
 	// Observed holds, per cluster object ("Job/<name>", "Pod/<name>"), the highest resourceVersion
 	// applied, so that older or repeated snapshots are ignored. Internal; not part of the API.
 	Observed map[string]string `json:"-"`
+}
+
+// Redacted returns a copy of j fit to show anyone who may see the job (API responses, job
+// events): its callback URL without credentials, query or fragment (callback URLs often carry
+// tokens). The store keeps the full URL for notify.
+func (j *Job) Redacted() *Job {
+	if j == nil || j.Callback == "" {
+		return j
+	}
+	c := *j
+	c.Callback = RedactURL(j.Callback)
+	return &c
+}
+
+// RedactURL shows raw without credentials, query and fragment; a URL that does not parse
+// becomes "(invalid URL)".
+func RedactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(invalid URL)"
+	}
+	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String()
 }
 
 // Step is one container of the job's pod: init containers first, in order, then the main ones.

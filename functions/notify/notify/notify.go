@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"knative.dev/pkg/logging"
 
+	"github.com/omnibuildplatform/omni-orchestrator/shared/callback"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/events"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/runtime"
@@ -44,15 +45,16 @@ type Settings struct {
 	CallbackSecret string `envconfig:"OMNI_NOTIFY_CALLBACK_SECRET"`
 	// Timeout bounds one delivery: connect, request, response. Default 10s.
 	Timeout time.Duration `envconfig:"OMNI_NOTIFY_TIMEOUT" default:"10s"`
-	// CallbackDeny are the networks (CIDRs, comma-separated) callback URLs may not reach, checked
-	// on the resolved address at connect time. Default DefaultCallbackDeny; the all-in-one leaves
-	// loopback out; set it empty to allow every address.
-	CallbackDeny []string `envconfig:"OMNI_NOTIFY_CALLBACK_DENY" default:"127.0.0.0/8,::1/128,169.254.0.0/16,fe80::/10,0.0.0.0/8,::/128,100.100.100.200/32,fd00:ec2::254/128"`
 	// RememberFor is how long a replica remembers a successful delivery so that a Broker retry
 	// of the same event skips that receiver. Default 10m; 0 sends retries to every receiver.
 	RememberFor time.Duration `envconfig:"OMNI_NOTIFY_REMEMBER_FOR" default:"10m"`
 	// RememberMax bounds the remembered deliveries (least recently used go first). Default 10000.
 	RememberMax int `envconfig:"OMNI_NOTIFY_REMEMBER_MAX" default:"10000"`
+}
+
+// Jobs reads jobs from the store: notify delivers the job as stored, never what an event says.
+type Jobs interface {
+	GetJob(ctx context.Context, id string) (*jobs.Job, error)
 }
 
 // Doer sends one HTTP request (an *http.Client).
@@ -62,6 +64,11 @@ type Doer interface {
 
 // Handler is the notify function.
 type Handler struct {
+	// Jobs is the store the jobs and their callback URLs are read from (as recorded at submit).
+	Jobs Jobs
+	// Guard checks jobs' callback URLs again before each delivery (Callbacks' dialer checks the
+	// connected address); nil checks only their syntax.
+	Guard *callback.Guard
 	// Subscriptions returns the subscriptions in force; nil means none.
 	Subscriptions func() *Subscriptions
 	// CallbackSecret signs deliveries to callback URLs; empty sends them unsigned.
@@ -98,41 +105,80 @@ type outcome struct {
 	skipped   bool // delivered before (Memory)
 }
 
-// Receive delivers one job event to every receiver of it. It answers ACK when all of them took
-// it (or had it already), 400 for an event that is not a job event (dead-lettered at once),
-// 503 naming the failed receivers when any delivery failed in a way a retry may fix (the
-// Broker retries the event), and 400 when the only failures can never succeed.
+// hint is what notify reads of an event's data: which state of which job it announces. The
+// rest of the data (the job, its callback URL) is never trusted: anyone who can reach the
+// Broker can forge it. The job is read from the store.
+type hint struct {
+	ID             string      `json:"id"`
+	Revision       int64       `json:"revision"`
+	PreviousStatus jobs.Status `json:"previousStatus"`
+}
+
+// Receive delivers the stored state of the job an event names (its subject) to every receiver
+// of it: the job's callback URL as recorded at submit, and the matching subscriptions. It
+// answers ACK when all of them took it (or had it already), 400 for an event that is not a job
+// event or names no stored job (dead-lettered at once), 503 when the store holds an older
+// revision than the event announces (the Broker retries until the store has caught up) or
+// when any delivery failed in a way a retry may fix, and 400 when the only failures can never
+// succeed.
 func (h *Handler) Receive(ctx context.Context, e event.Event) protocol.Result {
 	switch e.Type() {
 	case events.TypeJobCreated, events.TypeJobChanged:
 	default:
 		return jobs.Invalid("type", "notify: unexpected event type %q", e.Type())
 	}
-	var data events.JobData
+	var data hint
 	if err := json.Unmarshal(e.Data(), &data); err != nil {
 		return jobs.Invalid("data", "notify: data is not a job: %v", err)
 	}
-	switch j := data.Job; {
-	case j == nil || j.ID == "":
-		return jobs.Invalid("data.id", "notify: data is not a job: no id")
-	case e.Subject() != "" && e.Subject() != j.ID:
-		return jobs.Invalid("subject", "notify: subject %q is not the job id %q", e.Subject(), j.ID)
-	case !j.Status.Valid():
-		return jobs.Invalid("data.status", "notify: job %s: unknown status %q", j.ID, j.Status)
+	id := e.Subject()
+	switch {
+	case id == "" && data.ID == "":
+		return jobs.Invalid("subject", "notify: data is not a job: no id")
+	case id == "":
+		id = data.ID
+	case data.ID != "" && data.ID != id:
+		return jobs.Invalid("subject", "notify: subject %q is not the job id %q", id, data.ID)
+	}
+	j, err := h.Jobs.GetJob(ctx, id)
+	switch {
+	case errors.Is(err, jobs.ErrNotFound):
+		return jobs.Invalid("subject", "notify: no job %s: nothing to deliver", id)
+	case err != nil:
+		return fmt.Errorf("notify: read job %s: %w", id, err)
+	case j.Revision < data.Revision:
+		return fmt.Errorf("%w: notify: job %s is stored at revision %d, the event announces %d", jobs.ErrUnavailable, id, j.Revision, data.Revision)
+	}
+	// The previous status is the event's only when it announces the stored revision.
+	var previous jobs.Status
+	if data.Revision == j.Revision && data.PreviousStatus.Valid() {
+		previous = data.PreviousStatus
+	}
+	source := strings.TrimPrefix(e.Source(), events.Source(""))
+	if !knownSources[source] {
+		source = Name
+	}
+	out, err := events.NewJobEvent(e.Type(), source, j, previous)
+	if err != nil {
+		return err
 	}
 
 	var rs []*receiver
-	if cb := data.Callback; cb != "" {
+	if cb := j.Callback; cb != "" {
 		r := &receiver{name: callbackReceiver, secret: h.CallbackSecret, client: h.Callbacks}
-		u, err := url.Parse(cb)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			r.invalid = errors.New("callback URL is not an absolute http or https URL")
+		if h.Guard != nil {
+			r.url, r.invalid = h.Guard.Check(cb)
+		} else if r.url, err = url.Parse(cb); err != nil || (r.url.Scheme != "http" && r.url.Scheme != "https") || r.url.Host == "" {
+			r.invalid = errors.New("not an absolute http or https URL")
 		}
-		r.url = u
+		if r.invalid != nil {
+			r.url, _ = url.Parse(cb)
+			r.invalid = fmt.Errorf("callback URL: %w", r.invalid)
+		}
 		rs = append(rs, r)
 	}
 	if h.Subscriptions != nil {
-		for _, sub := range h.Subscriptions().Matching(e.Type(), data.Job) {
+		for _, sub := range h.Subscriptions().Matching(out.Type(), j) {
 			rs = append(rs, &receiver{name: sub.Name, url: sub.url, secret: sub.secret, client: h.Webhooks})
 		}
 	}
@@ -140,9 +186,9 @@ func (h *Handler) Receive(ctx context.Context, e event.Event) protocol.Result {
 		return protocol.ResultACK
 	}
 
-	out := h.deliverAll(ctx, e, rs)
+	res := h.deliverAll(ctx, out, rs)
 	var retry, never []string
-	for _, o := range out {
+	for _, o := range res {
 		switch {
 		case o.err == nil:
 		case o.permanent:
@@ -155,14 +201,18 @@ func (h *Handler) Receive(ctx context.Context, e event.Event) protocol.Result {
 	if len(failed) == 0 {
 		return protocol.ResultACK
 	}
-	msg := fmt.Sprintf("notify: event %s: %d of %d deliveries failed: %s", e.ID(), len(failed), len(rs), strings.Join(failed, "; "))
-	logging.FromContext(ctx).Warnw("Delivery failed", "event", e.ID(), "type", e.Type(), "job", data.ID,
+	msg := fmt.Sprintf("notify: event %s: %d of %d deliveries failed: %s", out.ID(), len(failed), len(rs), strings.Join(failed, "; "))
+	logging.FromContext(ctx).Warnw("Delivery failed", "event", out.ID(), "type", out.Type(), "job", j.ID,
 		"failed", failed, "receivers", len(rs), "retry", len(retry) > 0)
 	if len(retry) > 0 {
 		return fmt.Errorf("%w: %s", jobs.ErrUnavailable, msg)
 	}
 	return jobs.Invalid("", "%s", msg)
 }
+
+// knownSources are the functions that emit job events; a delivery names its source only if it
+// is one of them.
+var knownSources = map[string]bool{"submit": true, "status-sync": true}
 
 func (o outcome) describe() string {
 	return fmt.Sprintf("%s (%s): %v", o.receiver.name, redact(o.receiver.url), o.err)
@@ -199,6 +249,9 @@ func (h *Handler) deliverAll(ctx context.Context, e event.Event, rs []*receiver)
 			deliveries.WithLabelValues(r.name, "rejected").Inc()
 			continue
 		}
+		// The key is what is delivered: the event id derives from the stored job's id and
+		// revision, and it is remembered only after that stored state reached the receiver, so
+		// a forged event cannot make a real delivery be skipped.
 		key := e.ID() + "\x00" + r.name + "\x00" + r.url.String()
 		if h.Memory.Has(key) {
 			out[i].skipped = true
@@ -215,7 +268,7 @@ func (h *Handler) deliverAll(ctx context.Context, e event.Event, rs []*receiver)
 			case err == nil:
 				h.Memory.Add(key)
 				deliveries.WithLabelValues(r.name, "delivered").Inc()
-			case errors.Is(err, ErrForbiddenAddress):
+			case errors.Is(err, callback.ErrForbidden):
 				out[i].err, out[i].permanent = err, true
 				deliveries.WithLabelValues(r.name, "rejected").Inc()
 			default:
@@ -288,15 +341,18 @@ func (h *Handler) Event(ctx context.Context, e event.Event) (*event.Event, proto
 }
 
 // Clients returns the HTTP clients of the deliveries: to callbacks (direct, never through a
-// proxy, refusing the networks deny), and to subscriptions (the environment's proxy settings
-// apply). Neither follows redirects: a 3xx is a failed delivery.
-func Clients(deny Networks) (callbacks, webhooks *http.Client) {
+// proxy, refusing what guard refuses at connect time), and to subscriptions (the environment's
+// proxy settings apply). Neither follows redirects: a 3xx is a failed delivery.
+func Clients(guard *callback.Guard) (callbacks, webhooks *http.Client) {
 	noRedirect := func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	base := http.DefaultTransport.(*http.Transport).Clone()
 	base.MaxIdleConnsPerHost = 16
 	cb := base.Clone()
 	cb.Proxy = nil
-	cb.DialContext = deny.dialer().DialContext
+	if guard == nil {
+		guard = &callback.Guard{}
+	}
+	cb.DialContext = guard.Dialer().DialContext
 	return &http.Client{Transport: cb, CheckRedirect: noRedirect}, &http.Client{Transport: base, CheckRedirect: noRedirect}
 }
 
@@ -322,22 +378,27 @@ func registerMetrics() {
 
 func init() { registerMetrics() }
 
-// New builds the notify handler from s: its subscriptions file is watched until ctx is done.
-func New(ctx context.Context, s Settings) (*Handler, error) {
+// Deps are what notify uses: the job store, and the callback guard (shared with submit).
+type Deps struct {
+	Jobs  Jobs
+	Guard *callback.Guard
+}
+
+// New builds the notify handler from s and d: its subscriptions file is watched until ctx is
+// done.
+func New(ctx context.Context, s Settings, d Deps) (*Handler, error) {
 	src, err := NewSource(s.Subscriptions)
 	if err != nil {
 		return nil, err
 	}
 	go func() { _ = src.Watch(ctx) }()
-	deny, err := ParseNetworks(s.CallbackDeny)
-	if err != nil {
-		return nil, fmt.Errorf("OMNI_NOTIFY_CALLBACK_DENY: %w", err)
-	}
-	callbacks, webhooks := Clients(deny)
+	callbacks, webhooks := Clients(d.Guard)
 	if s.CallbackSecret == "" {
 		logging.FromContext(ctx).Info("OMNI_NOTIFY_CALLBACK_SECRET is not set: deliveries to callback URLs are not signed")
 	}
 	return &Handler{
+		Jobs:           d.Jobs,
+		Guard:          d.Guard,
 		Subscriptions:  src.Current,
 		CallbackSecret: []byte(s.CallbackSecret),
 		Callbacks:      callbacks,

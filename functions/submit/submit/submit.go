@@ -17,6 +17,7 @@ import (
 	"knative.dev/pkg/logging"
 
 	"github.com/omnibuildplatform/omni-orchestrator/shared/auth"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/callback"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/events"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/httpapi"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/ids"
@@ -87,6 +88,8 @@ type Handler struct {
 	Placer    Placer
 	Deleter   Deleter
 	Emitter   Emitter
+	// Guard checks callback URLs (nil checks only their syntax).
+	Guard *callback.Guard
 	// MaxBody is the request body limit in bytes (default 1 MiB).
 	MaxBody int64
 	// IdempotencyTTL is how long an Idempotency-Key is remembered (default 24h).
@@ -155,6 +158,17 @@ func (h *Handler) Submit(ctx context.Context, p *auth.Principal, req Request, ke
 func (h *Handler) submit(ctx context.Context, p *auth.Principal, req Request, key, rerunOf string) (*jobs.Job, bool, error) {
 	if err := validate(req, key); err != nil {
 		return nil, false, err
+	}
+	if req.Callback != "" {
+		// The same guard notify's dialer applies at connect time, so a callback refused there
+		// is refused here first, as a 400 naming the field.
+		guard := h.Guard
+		if guard == nil {
+			guard = &callback.Guard{}
+		}
+		if _, err := guard.Check(req.Callback); err != nil {
+			return nil, false, jobs.Invalid("callback", "%v", err)
+		}
 	}
 	if p == nil || !p.Can(auth.RoleSubmitter, req.Service) {
 		return nil, false, fmt.Errorf("submit to service %q: %w", req.Service, jobs.ErrForbidden)
@@ -343,6 +357,8 @@ type Deps struct {
 		Deleter
 	}
 	Emitter Emitter
+	// Guard checks callback URLs: the one notify's dialer applies.
+	Guard *callback.Guard
 	// Authn wraps the /v1 routes in authentication.
 	Authn func(http.Handler) http.Handler
 	// Queue is the build queue's store, instances and policy; nil Queue.Store: no queue.
@@ -365,6 +381,7 @@ func New(s Settings, d Deps) *Handler {
 		Placer:                  d.Clusters,
 		Deleter:                 d.Clusters,
 		Emitter:                 d.Emitter,
+		Guard:                   d.Guard,
 		MaxBody:                 s.MaxBodyBytes,
 		TTLSecondsAfterFinished: &ttl,
 		authn:                   d.Authn,

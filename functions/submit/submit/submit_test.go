@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/omnibuildplatform/omni-orchestrator/shared/auth"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/callback"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/manifest"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/sqlite"
@@ -74,7 +75,11 @@ func newHandler(t *testing.T) (*Handler, *fakePlacer, *recorder) {
 	}
 	pl := &fakePlacer{target: &fakeTarget{}}
 	ev := &recorder{}
-	return &Handler{Store: st, Catalogue: func() Catalogue { return cat }, Placer: pl, Emitter: ev}, pl, ev
+	guard, err := callback.GuardEnv{Deny: callback.DefaultDeny, DenyHosts: callback.DefaultDenyHosts}.Guard()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Handler{Store: st, Catalogue: func() Catalogue { return cat }, Placer: pl, Emitter: ev, Guard: guard}, pl, ev
 }
 
 var submitter = &auth.Principal{User: "ci", Role: auth.RoleSubmitter, Services: []string{"release"}}
@@ -153,13 +158,18 @@ func TestSubmitChecks(t *testing.T) {
 		field string
 		err   error
 	}{
-		"viewer":         {viewer, func(*Request) {}, "", jobs.ErrForbidden},
-		"other service":  {submitter, func(r *Request) { r.Service = "other" }, "", jobs.ErrForbidden},
-		"bad service":    {submitter, func(r *Request) { r.Service = "Bad_Name" }, "service", nil},
-		"no arch":        {submitter, func(r *Request) { r.Arch = "" }, "arch", nil},
-		"bad callback":   {submitter, func(r *Request) { r.Callback = "file:///etc/passwd" }, "callback", nil},
-		"reserved label": {submitter, func(r *Request) { r.Labels = map[string]string{"app.kubernetes.io/managed-by": "me"} }, "labels", nil},
-		"bad parameter":  {submitter, func(r *Request) { r.Parameters = map[string]any{"srpmUrl": 7} }, "parameters.srpmUrl", nil},
+		"viewer":             {viewer, func(*Request) {}, "", jobs.ErrForbidden},
+		"other service":      {submitter, func(r *Request) { r.Service = "other" }, "", jobs.ErrForbidden},
+		"bad service":        {submitter, func(r *Request) { r.Service = "Bad_Name" }, "service", nil},
+		"no arch":            {submitter, func(r *Request) { r.Arch = "" }, "arch", nil},
+		"bad callback":       {submitter, func(r *Request) { r.Callback = "file:///etc/passwd" }, "callback", nil},
+		"zoned callback":     {submitter, func(r *Request) { r.Callback = "http://[::1%25lo]:8080/" }, "callback", nil},
+		"numeric host":       {submitter, func(r *Request) { r.Callback = "http://2130706433/" }, "callback", nil},
+		"private callback":   {submitter, func(r *Request) { r.Callback = "http://10.1.2.3/" }, "callback", nil},
+		"function callback":  {submitter, func(r *Request) { r.Callback = "http://notify.omni.svc.cluster.local/" }, "callback", nil},
+		"one-label callback": {submitter, func(r *Request) { r.Callback = "http://status-sync/resync" }, "callback", nil},
+		"reserved label":     {submitter, func(r *Request) { r.Labels = map[string]string{"app.kubernetes.io/managed-by": "me"} }, "labels", nil},
+		"bad parameter":      {submitter, func(r *Request) { r.Parameters = map[string]any{"srpmUrl": 7} }, "parameters.srpmUrl", nil},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
