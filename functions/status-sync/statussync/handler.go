@@ -111,7 +111,12 @@ func (h *Handler) Receive(ctx context.Context, e event.Event) (*event.Event, pro
 		log.Debugw("ignoring object without job id", "kind", obj.Kind, "name", obj.Metadata.Name)
 		return nil, protocol.ResultACK
 	}
+	// The ApiServerSource of each engine instance sets cluster (ceOverrides); an event without
+	// it, or from another cluster than the job's, is not that cluster's word on the job.
 	cluster, _ := e.Extensions()[events.ExtCluster].(string)
+	if cluster == "" {
+		return nil, jobs.Invalid("cluster", "status-sync: event %s has no cluster extension", e.ID())
+	}
 	var apply func(j *jobs.Job, now time.Time) Outcome
 	switch obj.Kind {
 	case "Job":
@@ -133,7 +138,7 @@ func (h *Handler) Receive(ctx context.Context, e event.Event) (*event.Event, pro
 	var outcome Outcome
 	var previous jobs.Status
 	j, _, err := h.Store.UpdateJob(ctx, id, func(j *jobs.Job) (bool, error) {
-		if cluster != "" && cluster != j.Cluster {
+		if cluster != j.Cluster {
 			outcome = Stale
 			return false, nil
 		}
@@ -149,9 +154,8 @@ func (h *Handler) Receive(ctx context.Context, e event.Event) (*event.Event, pro
 	case err != nil:
 		return nil, fmt.Errorf("status-sync: update job %s: %w", id, err)
 	}
-	if cluster != "" && cluster != j.Cluster {
-		log.Warnw("ignoring event from another cluster than the job's", "job", id, "cluster", cluster, "jobCluster", j.Cluster)
-		return nil, protocol.ResultACK
+	if cluster != j.Cluster {
+		return nil, jobs.Invalid("cluster", "status-sync: event from cluster %q about job %s, which runs on another cluster", cluster, id)
 	}
 	switch outcome {
 	case Changed:
