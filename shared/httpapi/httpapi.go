@@ -9,7 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"knative.dev/pkg/logging"
@@ -65,6 +67,10 @@ func Error(w http.ResponseWriter, r *http.Request, err error) {
 	var ie *jobs.InvalidError
 	if errors.As(err, &ie) {
 		p.Field, p.Detail = ie.Field, ie.Error()
+	}
+	var le *jobs.LimitError
+	if errors.As(err, &le) {
+		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(le.After.Seconds())))))
 	}
 	if code >= 500 {
 		logging.FromContext(r.Context()).Errorw("request failed", "method", r.Method, "path", r.URL.Path, "error", err)

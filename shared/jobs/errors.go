@@ -3,6 +3,7 @@ package jobs
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // The sentinel errors of the project. One function (shared/httpapi.Status) maps them to HTTP.
@@ -45,4 +46,22 @@ func Invalid(field, format string, args ...any) error {
 func IsInvalid(err error) bool {
 	var ie *InvalidError
 	return errors.As(err, &ie)
+}
+
+// LimitError is ErrTooMany with the time after which a retry may succeed (HTTP Retry-After).
+type LimitError struct {
+	// Reason says which limit was reached.
+	Reason string
+	// After is how long to wait before retrying (at least a second on the wire).
+	After time.Duration
+}
+
+func (e *LimitError) Error() string { return fmt.Sprintf("too many requests: %s", e.Reason) }
+
+// Unwrap makes a *LimitError match ErrTooMany.
+func (e *LimitError) Unwrap() error { return ErrTooMany }
+
+// TooMany returns a *LimitError: retry after after.
+func TooMany(after time.Duration, format string, args ...any) error {
+	return &LimitError{Reason: fmt.Sprintf(format, args...), After: after}
 }

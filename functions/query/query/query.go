@@ -42,6 +42,8 @@ type Handler struct {
 	Tokens *Tokens
 	// Logs serves the log routes (none when nil).
 	Logs *LogHandler
+	// Follows bounds the follow streams of the log routes (nil: unbounded).
+	Follows *FollowLimit
 	// authn wraps the /v1 routes in authentication (New sets it).
 	authn func(http.Handler) http.Handler
 }
@@ -71,7 +73,7 @@ func (h *Handler) Routes(mux Mux, authn func(http.Handler) http.Handler) {
 	mux.Handle("POST /v1/jobs:batchGet", authn(http.HandlerFunc(h.serveBatchGet)))
 	mux.Handle("GET /v1/tasks", authn(http.HandlerFunc(h.serveTasks)))
 	if h.Logs != nil {
-		h.Logs.Routes(mux, authn)
+		h.Logs.Routes(mux, func(next http.Handler) http.Handler { return authn(h.Follows.Wrap(next)) })
 	}
 	mux.Handle("GET /openapi.json", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -86,6 +88,12 @@ type Settings struct {
 	// share it. Empty (the default) makes a random key: tokens then only work on the replica
 	// that made them.
 	PageTokenKey string `envconfig:"OMNI_PAGE_TOKEN_KEY"`
+	// FollowsPerUser is the most log follow streams (`follow=true`) one user may hold open on a
+	// replica; past it the answer is 429 with Retry-After. Default 20; 0 is unlimited.
+	FollowsPerUser int `envconfig:"OMNI_FOLLOWS_PER_USER" default:"20"`
+	// Follows is the most log follow streams open on a replica, everyone's together. Default
+	// 500; 0 is unlimited.
+	Follows int `envconfig:"OMNI_FOLLOWS" default:"500"`
 }
 
 // TokenKey returns the page token key s names, or a random one (with a warning) when unset.
@@ -120,7 +128,8 @@ func New(ctx context.Context, s Settings, d Deps) (*Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &Handler{Store: d.Store, Catalogue: d.Catalogue, Tokens: NewTokens(key), authn: d.Authn}
+	h := &Handler{Store: d.Store, Catalogue: d.Catalogue, Tokens: NewTokens(key), authn: d.Authn,
+		Follows: &FollowLimit{PerUser: s.FollowsPerUser, Total: s.Follows}}
 	h.Logs = &LogHandler{Jobs: d.Store, Store: d.Logs, Live: d.Live, Tokens: h.Tokens, Stop: ctx.Done()}
 	return h, nil
 }
