@@ -17,9 +17,13 @@ const LocalUser = "admin"
 
 // localCredentials makes sure env's htpasswd and users files exist. On first start it creates an
 // admin of every service with a random password, kept in <data>/credentials so that later runs
-// print it again. Files that exist are left alone (add users to them freely).
+// print it again. Files that exist are left alone (add users to them freely), but the
+// credentials file is made readable by its owner only, whatever mode it had.
 func localCredentials(dataDir string, env *auth.UsersEnv) (user, password string, err error) {
 	credPath := filepath.Join(dataDir, "credentials")
+	if err := os.Chmod(credPath, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", "", fmt.Errorf("protect local credentials: %w", err)
+	}
 	if b, err := os.ReadFile(credPath); err == nil {
 		user, password, _ = strings.Cut(strings.TrimSpace(string(b)), ":")
 	}
@@ -48,6 +52,9 @@ func localCredentials(dataDir string, env *auth.UsersEnv) (user, password string
 	for path, content := range files {
 		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 			return "", "", fmt.Errorf("write local credentials: %w", err)
+		}
+		if err := os.Chmod(path, 0o600); err != nil { // WriteFile keeps an existing file's mode
+			return "", "", fmt.Errorf("protect local credentials: %w", err)
 		}
 	}
 	return user, password, nil

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,14 +17,22 @@ import (
 	"golang.org/x/crypto/bcrypt"
 )
 
-// hash is a cheap bcrypt hash for tests, in the $2y$ form `htpasswd -B` writes.
+// hashes are the tests' bcrypt hashes by password, made once each (cost MinCost is slow).
+var hashes sync.Map
+
+// hash is a bcrypt hash of the least cost allowed, in the $2y$ form `htpasswd -B -C 10` writes.
 func hash(t *testing.T, password string) string {
 	t.Helper()
-	h, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
+	if h, ok := hashes.Load(password); ok {
+		return h.(string)
+	}
+	h, err := bcrypt.GenerateFromPassword([]byte(password), MinCost)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return "$2y$" + strings.TrimPrefix(string(h), "$2a$")
+	y := "$2y$" + strings.TrimPrefix(string(h), "$2a$")
+	hashes.Store(password, y)
+	return y
 }
 
 const usersYAML = `

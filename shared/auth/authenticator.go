@@ -32,7 +32,14 @@ const Realm = "omni"
 type options struct {
 	cacheTTL  time.Duration
 	cacheSize int
+	// failed logins allowed per user and per client in each window
+	failuresPerUser, failuresPerClient int
+	failureWindow                      time.Duration
 }
+
+// MinCost is the lowest bcrypt cost an htpasswd entry may have (`htpasswd -B -C 10`): a lower
+// one makes offline guessing cheap should the file leak.
+const MinCost = 10
 
 // Option configures an Authenticator.
 type Option func(*options)
@@ -43,6 +50,14 @@ func WithCacheTTL(d time.Duration) Option { return func(o *options) { o.cacheTTL
 
 // WithCacheSize bounds the verified pairs remembered; default 1024.
 func WithCacheSize(n int) Option { return func(o *options) { o.cacheSize = n } }
+
+// WithFailureLimits sets how many failed logins one user, and one client address, may have in
+// each window before the Middleware answers 429 (Retry-After: the rest of the window) without
+// checking passwords. Default 10 per user and 30 per client in 1 minute; a zero window
+// disables the limits, a zero count disables that one.
+func WithFailureLimits(perUser, perClient int, window time.Duration) Option {
+	return func(o *options) { o.failuresPerUser, o.failuresPerClient, o.failureWindow = perUser, perClient, window }
+}
 
 // Authenticator checks basic-auth credentials against an htpasswd file and a users file.
 type Authenticator struct {
@@ -55,6 +70,7 @@ type Authenticator struct {
 	lru   *list.List // of *cacheEntry, most recent first
 
 	now      func() time.Time
+	failures *failureLimit
 	bcrypts  atomic.Uint64 // bcrypt comparisons made, for tests
 	onReload func(error)   // test hook, called after each reload by Watch
 }
@@ -62,6 +78,9 @@ type Authenticator struct {
 type state struct {
 	hashes map[string][]byte // user → bcrypt hash
 	users  map[string]Principal
+	// cost is the most common cost of hashes: unknown users are checked against a dummy hash
+	// of that cost, so that they take as long as known ones.
+	cost int
 }
 
 type cacheEntry struct {
@@ -70,12 +89,21 @@ type cacheEntry struct {
 	expires time.Time
 }
 
-// dummyHash is compared against for unknown users, so that they cost as much time as known ones.
-var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("omni-dummy-password"), bcrypt.MinCost+1)
+// dummyHashes are compared against for unknown users, one per cost, each made on first use
+// (a hash of cost 10 takes tens of milliseconds: not at start-up).
+var dummyHashes sync.Map // cost → func() []byte
+
+func dummyHash(cost int) []byte {
+	f, _ := dummyHashes.LoadOrStore(cost, sync.OnceValue(func() []byte {
+		h, _ := bcrypt.GenerateFromPassword([]byte("omni-dummy-password"), cost)
+		return h
+	}))
+	return f.(func() []byte)()
+}
 
 // Load reads the htpasswd file and the users file and returns an Authenticator for them.
 func Load(htpasswdPath, usersPath string, opts ...Option) (*Authenticator, error) {
-	o := options{cacheTTL: time.Minute, cacheSize: 1024}
+	o := options{cacheTTL: time.Minute, cacheSize: 1024, failuresPerUser: 10, failuresPerClient: 30, failureWindow: time.Minute}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -87,13 +115,15 @@ func Load(htpasswdPath, usersPath string, opts ...Option) (*Authenticator, error
 		lru:          list.New(),
 		now:          time.Now,
 	}
+	a.failures = newFailureLimit(o.failuresPerUser, o.failuresPerClient, o.failureWindow, func() time.Time { return a.now() })
 	if err := a.Reload(); err != nil {
 		return nil, err
 	}
 	return a, nil
 }
 
-// Reload re-reads both files. On error the previous contents stay in force.
+// Reload re-reads both files. On error (an empty or truncated htpasswd included) the previous
+// contents stay in force.
 func (a *Authenticator) Reload() error {
 	hb, err := os.ReadFile(a.htpasswdPath)
 	if err != nil {
@@ -113,7 +143,8 @@ func (a *Authenticator) Reload() error {
 
 // parse builds the state from the two files' contents.
 func parse(htpasswd, users []byte) (*state, error) {
-	s := &state{hashes: map[string][]byte{}, users: map[string]Principal{}}
+	s := &state{hashes: map[string][]byte{}, users: map[string]Principal{}, cost: MinCost}
+	costs := map[int]int{}
 	sc := bufio.NewScanner(bytes.NewReader(htpasswd))
 	var errs []error
 	for n := 1; sc.Scan(); n++ {
@@ -133,14 +164,29 @@ func parse(htpasswd, users []byte) (*state, error) {
 			errs = append(errs, fmt.Errorf("htpasswd line %d: user %s listed twice", n, user))
 			continue
 		}
-		if _, err := bcrypt.Cost([]byte(hash)); err != nil {
+		cost, err := bcrypt.Cost([]byte(hash))
+		switch {
+		case err != nil:
 			errs = append(errs, fmt.Errorf("htpasswd line %d (user %s): %w", n, user, err))
+			continue
+		case len(hash) != 60: // every bcrypt hash has 60 characters: a shorter one is cut off
+			errs = append(errs, fmt.Errorf("htpasswd line %d (user %s): truncated bcrypt hash (%d of 60 characters)", n, user, len(hash)))
+			continue
+		case cost < MinCost:
+			errs = append(errs, fmt.Errorf("htpasswd line %d (user %s): bcrypt cost %d is below %d (htpasswd -B -C %d)", n, user, cost, MinCost, MinCost))
 			continue
 		}
 		s.hashes[user] = []byte(hash)
+		costs[cost]++
+		if costs[cost] > costs[s.cost] || (costs[cost] == costs[s.cost] && cost > s.cost) {
+			s.cost = cost
+		}
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("read htpasswd: %w", err)
+	}
+	if len(s.hashes) == 0 && len(errs) == 0 {
+		errs = append(errs, errors.New("htpasswd lists no users (empty or cut off?)"))
 	}
 
 	var doc struct {
@@ -181,7 +227,7 @@ func (a *Authenticator) Authenticate(user, password string) (*Principal, error) 
 	hash, known := s.hashes[user]
 	if !known {
 		a.bcrypts.Add(1)
-		_ = bcrypt.CompareHashAndPassword(dummyHash, []byte(password))
+		_ = bcrypt.CompareHashAndPassword(dummyHash(s.cost), []byte(password))
 		return nil, ErrUnauthorized
 	}
 	key := sha256.Sum256([]byte(user + ":" + password))
@@ -239,7 +285,8 @@ func (a *Authenticator) remember(key [32]byte, hash []byte) {
 
 // Middleware lets requests with valid basic-auth credentials through to next, with their
 // Principal in the context (FromContext), and answers all others 401 with a
-// WWW-Authenticate challenge and an application/problem+json body.
+// WWW-Authenticate challenge and an application/problem+json body — or 429 with Retry-After
+// when the user or the client had too many failed logins lately (WithFailureLimits).
 func (a *Authenticator) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		user, password, ok := r.BasicAuth()
@@ -247,11 +294,18 @@ func (a *Authenticator) Middleware(next http.Handler) http.Handler {
 			unauthorized(w, r, "missing basic-auth credentials")
 			return
 		}
+		client := clientIP(r)
+		if wait := a.failures.blocked(user, client); wait > 0 {
+			httpapi.Error(w, r, jobs.TooMany(wait, "too many failed logins; try again later"))
+			return
+		}
 		p, err := a.Authenticate(user, password)
 		if err != nil {
+			a.failures.fail(user, client)
 			unauthorized(w, r, "invalid credentials")
 			return
 		}
+		a.failures.succeed(user)
 		next.ServeHTTP(w, r.WithContext(NewContext(r.Context(), p)))
 	})
 }
@@ -323,7 +377,7 @@ func HashPassword(user, password string) (string, error) {
 	if user == "" || strings.ContainsAny(user, ":\r\n") {
 		return "", fmt.Errorf("hash password: user %q must be non-empty, without ':' or line breaks", user)
 	}
-	h, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
+	h, err := bcrypt.GenerateFromPassword([]byte(password), MinCost)
 	if err != nil {
 		return "", fmt.Errorf("hash password: %w", err)
 	}
