@@ -215,11 +215,8 @@ func Start(ctx context.Context, opts Options) (_ *Main, err error) {
 	broker := &runtime.Function{Name: "broker", Routes: func(mux *http.ServeMux) {
 		mux.Handle("/broker/", http.StripPrefix("/broker", m.Router))
 	}}
-	m.server = &http.Server{
-		Handler:           runtime.Mux(runCtx, append(public, broker)...),
-		ReadHeaderTimeout: 10 * time.Second,
-		BaseContext:       func(net.Listener) context.Context { return runCtx },
-	}
+	m.server = runtime.NewServer(runCtx, runtime.Mux(runCtx, append(public, broker)...), runtime.DefaultTimeouts)
+	m.server.BaseContext = func(net.Listener) context.Context { return runCtx } // Close ends streams
 	go func() {
 		defer close(m.done)
 		if err := m.server.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"mime"
 	"net/http"
 	"strconv"
 	"strings"
@@ -34,6 +35,11 @@ type Problem struct {
 // ErrTooLarge is returned by Decode when the body exceeds its limit.
 var ErrTooLarge = errors.New("request body too large")
 
+// ErrMediaType is returned by Decode when the body is not declared application/json: a
+// browser's cross-site form post (text/plain, form encodings) must never be taken as a request
+// of the user whose credentials it has cached.
+var ErrMediaType = errors.New("unsupported media type")
+
 // Status maps an error to its HTTP status: the one place that does so.
 func Status(err error) int {
 	var mbe *http.MaxBytesError
@@ -44,6 +50,8 @@ func Status(err error) int {
 		return http.StatusBadRequest
 	case errors.Is(err, ErrTooLarge), errors.As(err, &mbe):
 		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, ErrMediaType):
+		return http.StatusUnsupportedMediaType
 	case errors.Is(err, jobs.ErrNotFound):
 		return http.StatusNotFound
 	case errors.Is(err, jobs.ErrUnauthenticated):
@@ -101,8 +109,10 @@ func JSON(w http.ResponseWriter, code int, v any) {
 // Decode reads one JSON value of at most limit bytes from r's body into v, rejecting unknown
 // fields and trailing data. Errors are *jobs.InvalidError naming the field, or ErrTooLarge.
 func Decode(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
-	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
-		return jobs.Invalid("Content-Type", "want application/json, got %q", ct)
+	if ct := r.Header.Get("Content-Type"); ct == "" {
+		return fmt.Errorf("%w: no Content-Type; want application/json", ErrMediaType)
+	} else if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+		return fmt.Errorf("%w: Content-Type %q; want application/json", ErrMediaType, ct)
 	}
 	if r.ContentLength > limit {
 		return fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, r.ContentLength, limit)

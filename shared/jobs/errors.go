@@ -24,6 +24,10 @@ var (
 	ErrTooMany = errors.New("too many requests")
 )
 
+// NotFound is the one error for a job that does not exist or that the caller may not see: the
+// API promises the two are indistinguishable, so both have this very text.
+func NotFound(id string) error { return fmt.Errorf("job %s: %w", id, ErrNotFound) }
+
 // InvalidError is bad input; Field names the offending field (JSON pointer or parameter name).
 type InvalidError struct {
 	Field  string

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,6 +23,8 @@ import (
 	"knative.dev/pkg/logging"
 	"knative.dev/pkg/signals"
 
+	"github.com/omnibuildplatform/omni-orchestrator/shared/httpapi"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/version"
 )
 
@@ -35,6 +38,48 @@ type Env struct {
 	LogLevel string `envconfig:"OMNI_LOG_LEVEL" default:"info"`
 	// DrainTimeout bounds how long in-flight requests may run after SIGTERM. Default 30s.
 	DrainTimeout time.Duration `envconfig:"OMNI_DRAIN_TIMEOUT" default:"30s"`
+	// Timeouts of the HTTP server (slow clients hold no connection for long).
+	Timeouts
+}
+
+// Timeouts are the HTTP server's timeouts. Streaming handlers (log follows and downloads)
+// lift the write deadline of their own response with NoWriteDeadline.
+type Timeouts struct {
+	// ReadHeader bounds reading a request's headers. Default 10s.
+	ReadHeader time.Duration `envconfig:"OMNI_READ_HEADER_TIMEOUT" default:"10s"`
+	// Read bounds reading a whole request, body included. Default 1m.
+	Read time.Duration `envconfig:"OMNI_READ_TIMEOUT" default:"1m"`
+	// Write bounds a response, from the end of its request's headers (the longest a handler
+	// may run: status-sync's and log-archive's are the slowest). Default 10m.
+	Write time.Duration `envconfig:"OMNI_WRITE_TIMEOUT" default:"10m"`
+	// Idle bounds how long a keep-alive connection waits for its next request. Default 2m.
+	Idle time.Duration `envconfig:"OMNI_IDLE_TIMEOUT" default:"2m"`
+}
+
+// DefaultTimeouts are the defaults of Timeouts (for servers not configured from the
+// environment, such as the local host's).
+var DefaultTimeouts = Timeouts{ReadHeader: 10 * time.Second, Read: time.Minute, Write: 10 * time.Minute, Idle: 2 * time.Minute}
+
+// NewServer returns an HTTP server of h with timeouts t, whose requests' contexts derive from
+// ctx (without its cancellation: the drain decides when they end).
+func NewServer(ctx context.Context, h http.Handler, t Timeouts) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: t.ReadHeader,
+		ReadTimeout:       t.Read,
+		WriteTimeout:      t.Write,
+		IdleTimeout:       t.Idle,
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+}
+
+// NoWriteDeadline wraps a streaming handler: its responses have no write deadline (a log
+// follow lasts as long as its step). It has no effect on writers that cannot set deadlines.
+func NoWriteDeadline(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
+		next.ServeHTTP(w, r)
+	})
 }
 
 // base returns e; through embedding, every settings struct of a function has it.
@@ -106,7 +151,7 @@ func run[S any, P Settings[S]](name string, build func(ctx context.Context, s P)
 	if err != nil {
 		return err
 	}
-	return Serve(ctx, ln, env.DrainTimeout, fn)
+	return Serve(ctx, ln, env.DrainTimeout, env.Timeouts, fn)
 }
 
 // NewLogger builds the JSON production logger at level.
@@ -125,14 +170,10 @@ func NewLogger(level string) (*zap.SugaredLogger, error) {
 	return l.Sugar(), nil
 }
 
-// Serve serves fn on ln until ctx is done, then stops accepting, lets in-flight requests finish
-// for up to drain, and returns.
-func Serve(ctx context.Context, ln net.Listener, drain time.Duration, fns ...*Function) error {
-	srv := &http.Server{
-		Handler:           Mux(ctx, fns...),
-		ReadHeaderTimeout: 10 * time.Second,
-		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
-	}
+// Serve serves fn on ln with timeouts t until ctx is done, then stops accepting, lets in-flight
+// requests finish for up to drain, and returns.
+func Serve(ctx context.Context, ln net.Listener, drain time.Duration, t Timeouts, fns ...*Function) error {
+	srv := NewServer(ctx, Mux(ctx, fns...), t)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	logging.FromContext(ctx).Infow("serving", "addr", ln.Addr().String())
@@ -177,7 +218,23 @@ func Mux(ctx context.Context, fns ...*Function) http.Handler {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.Handler())
-	return instrument(logger, mux)
+	return instrument(logger, limitQuery(mux))
+}
+
+// MaxQueryParams is the most query parameters a request may have. Go's URL parser drops all
+// of them past 10,000 (GODEBUG urlmaxqueryparams), which would serve the request with
+// defaults; it is refused instead.
+const MaxQueryParams = 10_000
+
+// limitQuery answers 400 to requests with more than MaxQueryParams query parameters.
+func limitQuery(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n := strings.Count(r.URL.RawQuery, "&") + strings.Count(r.URL.RawQuery, ";") + 1; n > MaxQueryParams {
+			httpapi.Error(w, r, jobs.Invalid("query", "%d query parameters; at most %d", n, MaxQueryParams))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 var (

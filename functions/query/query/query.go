@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	_ "embed"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -73,7 +74,10 @@ func (h *Handler) Routes(mux Mux, authn func(http.Handler) http.Handler) {
 	mux.Handle("POST /v1/jobs:batchGet", authn(http.HandlerFunc(h.serveBatchGet)))
 	mux.Handle("GET /v1/tasks", authn(http.HandlerFunc(h.serveTasks)))
 	if h.Logs != nil {
-		h.Logs.Routes(mux, func(next http.Handler) http.Handler { return authn(h.Follows.Wrap(next)) })
+		// Log follows and downloads stream: no write deadline, and follows are bounded.
+		h.Logs.Routes(mux, func(next http.Handler) http.Handler {
+			return runtime.NoWriteDeadline(authn(h.Follows.Wrap(next)))
+		})
 	}
 	mux.Handle("GET /openapi.json", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -130,7 +134,7 @@ func New(ctx context.Context, s Settings, d Deps) (*Handler, error) {
 	}
 	h := &Handler{Store: d.Store, Catalogue: d.Catalogue, Tokens: NewTokens(key), authn: d.Authn,
 		Follows: &FollowLimit{PerUser: s.FollowsPerUser, Total: s.Follows}}
-	h.Logs = &LogHandler{Jobs: d.Store, Store: d.Logs, Live: d.Live, Tokens: h.Tokens, Stop: ctx.Done()}
+	h.Logs = &LogHandler{Jobs: visibleJobs{d.Store}, Store: d.Logs, Live: d.Live, Tokens: h.Tokens, Stop: ctx.Done()}
 	return h, nil
 }
 
@@ -149,14 +153,26 @@ func (h *Handler) Function(checks ...runtime.Check) *runtime.Function {
 
 // Get returns job id if p may see it; otherwise jobs.ErrNotFound, as if it did not exist.
 func (h *Handler) Get(ctx context.Context, p *auth.Principal, id string) (*jobs.Job, error) {
-	j, err := h.Store.GetJob(ctx, id)
+	j, err := visibleJobs{h.Store}.GetJob(ctx, id)
 	if err != nil {
 		return nil, err
 	}
 	if p == nil || !p.Can(auth.RoleViewer, j.Service) {
-		return nil, fmt.Errorf("job %s: %w", id, jobs.ErrNotFound)
+		return nil, jobs.NotFound(id)
 	}
 	return j, nil
+}
+
+// visibleJobs reads jobs for the API: a job that does not exist is jobs.NotFound, the very
+// error of a job the caller may not see.
+type visibleJobs struct{ JobGetter }
+
+func (v visibleJobs) GetJob(ctx context.Context, id string) (*jobs.Job, error) {
+	j, err := v.JobGetter.GetJob(ctx, id)
+	if errors.Is(err, jobs.ErrNotFound) {
+		return nil, jobs.NotFound(id)
+	}
+	return j, err
 }
 
 func (h *Handler) serveGet(w http.ResponseWriter, r *http.Request) {
@@ -165,7 +181,16 @@ func (h *Handler) serveGet(w http.ResponseWriter, r *http.Request) {
 		httpapi.Error(w, r, err)
 		return
 	}
-	httpapi.JSON(w, http.StatusOK, j)
+	httpapi.JSON(w, http.StatusOK, j.Redacted())
+}
+
+// redacted returns js with their callback URLs redacted (jobs.Job.Redacted).
+func redacted(js []*jobs.Job) []*jobs.Job {
+	out := make([]*jobs.Job, len(js))
+	for i, j := range js {
+		out[i] = j.Redacted()
+	}
+	return out
 }
 
 // ListResponse is the body of GET /v1/jobs.
@@ -180,6 +205,7 @@ func (h *Handler) serveList(w http.ResponseWriter, r *http.Request) {
 		var resp ListResponse
 		resp, err = h.List(r.Context(), auth.FromContext(r.Context()), f)
 		if err == nil {
+			resp.Jobs = redacted(resp.Jobs)
 			httpapi.JSON(w, http.StatusOK, resp)
 			return
 		}
@@ -279,6 +305,7 @@ func (h *Handler) serveBatchGet(w http.ResponseWriter, r *http.Request) {
 		httpapi.Error(w, r, err)
 		return
 	}
+	resp.Jobs = redacted(resp.Jobs)
 	httpapi.JSON(w, http.StatusOK, resp)
 }
 

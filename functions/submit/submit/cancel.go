@@ -2,6 +2,7 @@ package submit
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 
@@ -25,7 +26,7 @@ func (h *Handler) serveDelete(w http.ResponseWriter, r *http.Request) {
 		httpapi.Error(w, r, err)
 		return
 	}
-	httpapi.JSON(w, http.StatusOK, j)
+	httpapi.JSON(w, http.StatusOK, j.Redacted())
 }
 
 // Delete stops job id if it is still going (it ends cancelled) and removes its objects from its
@@ -41,11 +42,13 @@ func (h *Handler) serveDelete(w http.ResponseWriter, r *http.Request) {
 // (jobs.Job.End).
 func (h *Handler) Delete(ctx context.Context, p *auth.Principal, id string) (*jobs.Job, error) {
 	j, err := h.Store.GetJob(ctx, id)
-	if err != nil {
+	switch {
+	case errors.Is(err, jobs.ErrNotFound):
+		return nil, jobs.NotFound(id) // the text of another service's job
+	case err != nil:
 		return nil, err
-	}
-	if !p.Can(auth.RoleViewer, j.Service) {
-		return nil, fmt.Errorf("job %s: %w", id, jobs.ErrNotFound)
+	case !p.Can(auth.RoleViewer, j.Service):
+		return nil, jobs.NotFound(id)
 	}
 	if !p.Can(auth.RoleSubmitter, j.Service) {
 		return nil, fmt.Errorf("cancel job %s: %w", id, jobs.ErrForbidden)

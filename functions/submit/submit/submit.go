@@ -129,10 +129,10 @@ func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Location", "/v1/jobs/"+j.ID)
 	if replayed {
 		w.Header().Set("Idempotent-Replayed", "true")
-		httpapi.JSON(w, http.StatusOK, j)
+		httpapi.JSON(w, http.StatusOK, j.Redacted())
 		return
 	}
-	httpapi.JSON(w, http.StatusCreated, j)
+	httpapi.JSON(w, http.StatusCreated, j.Redacted())
 }
 
 // CreateError is returned when the job was recorded but its objects could not be created; the
