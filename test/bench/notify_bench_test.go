@@ -19,7 +19,6 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/omnibuildplatform/omni-orchestrator/functions/notify/notify"
 	"github.com/omnibuildplatform/omni-orchestrator/local/allinone"
 	"github.com/omnibuildplatform/omni-orchestrator/local/platform"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/events"
@@ -229,7 +228,7 @@ func (r *endReceiver) serve(w http.ResponseWriter, req *http.Request) {
 	if json.Unmarshal(body, &data) != nil || data.Job == nil || !data.Status.Terminal() {
 		return
 	}
-	evTime, _ := time.Parse(time.RFC3339Nano, req.Header.Get(notify.HeaderTimestamp))
+	evTime, _ := time.Parse(time.RFC3339Nano, req.Header.Get("Ce-Time")) // when the change was stored
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if _, ok := r.got[data.ID]; ok {

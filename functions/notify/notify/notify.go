@@ -14,6 +14,9 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -40,9 +43,15 @@ type Settings struct {
 	// omni-notify-subscriptions), reloaded when it changes; a missing file means none.
 	// Default /etc/omni/notify/subscriptions.yaml; the all-in-one: <data dir>/subscriptions.yaml.
 	Subscriptions string `envconfig:"OMNI_NOTIFY_SUBSCRIPTIONS" default:"/etc/omni/notify/subscriptions.yaml"`
-	// CallbackSecret signs the deliveries to jobs' callback URLs; empty (the default) sends them
-	// unsigned.
+	// CallbackSecret signs the deliveries to jobs' callback URLs of services that have no secret
+	// of their own in CallbackSecrets; empty (the default) sends those unsigned.
 	CallbackSecret string `envconfig:"OMNI_NOTIFY_CALLBACK_SECRET"`
+	// CallbackSecrets is a folder of one file per service (named as the service) holding the
+	// secret that signs the deliveries to that service's callback URLs (in the cluster: the
+	// mounted Secret omni-notify-callback-secrets); a service without a file falls back to
+	// CallbackSecret. Read at each delivery, so a rotated Secret takes effect at once.
+	// Default /etc/omni/notify-callback-secrets.
+	CallbackSecrets string `envconfig:"OMNI_NOTIFY_CALLBACK_SECRETS" default:"/etc/omni/notify-callback-secrets"`
 	// Timeout bounds one delivery: connect, request, response. Default 10s.
 	Timeout time.Duration `envconfig:"OMNI_NOTIFY_TIMEOUT" default:"10s"`
 	// RememberFor is how long a replica remembers a successful delivery so that a Broker retry
@@ -71,8 +80,14 @@ type Handler struct {
 	Guard *callback.Guard
 	// Subscriptions returns the subscriptions in force; nil means none.
 	Subscriptions func() *Subscriptions
-	// CallbackSecret signs deliveries to callback URLs; empty sends them unsigned.
+	// CallbackSecret signs deliveries to callback URLs of services without their own secret
+	// in CallbackSecrets; empty sends them unsigned.
 	CallbackSecret []byte
+	// CallbackSecrets, if set, is the folder of the services' own callback secrets (a file per
+	// service).
+	CallbackSecrets string
+	// Now is the clock of the deliveries' timestamps (default time.Now).
+	Now func() time.Time
 	// Callbacks sends to jobs' callback URLs (which any submitter chooses: guarded against
 	// denied networks); Webhooks sends to subscriptions (which the operator chose).
 	Callbacks, Webhooks Doer
@@ -165,7 +180,7 @@ func (h *Handler) Receive(ctx context.Context, e event.Event) protocol.Result {
 
 	var rs []*receiver
 	if cb := j.Callback; cb != "" {
-		r := &receiver{name: callbackReceiver, secret: h.CallbackSecret, client: h.Callbacks}
+		r := &receiver{name: callbackReceiver, secret: h.callbackSecret(j.Service), client: h.Callbacks}
 		if h.Guard != nil {
 			r.url, r.invalid = h.Guard.Check(cb)
 		} else if r.url, err = url.Parse(cb); err != nil || (r.url.Scheme != "http" && r.url.Scheme != "https") || r.url.Host == "" {
@@ -208,6 +223,19 @@ func (h *Handler) Receive(ctx context.Context, e event.Event) protocol.Result {
 		return fmt.Errorf("%w: %s", jobs.ErrUnavailable, msg)
 	}
 	return jobs.Invalid("", "%s", msg)
+}
+
+// callbackSecret is the secret of service's callback deliveries: its own file in
+// CallbackSecrets, else CallbackSecret.
+func (h *Handler) callbackSecret(service string) []byte {
+	if h.CallbackSecrets != "" && service != "" && service == filepath.Base(service) && !strings.HasPrefix(service, ".") {
+		if b, err := os.ReadFile(filepath.Join(h.CallbackSecrets, service)); err == nil {
+			if s := bytes.TrimSpace(b); len(s) > 0 {
+				return s
+			}
+		}
+	}
+	return h.CallbackSecret
 }
 
 // knownSources are the functions that emit job events; a delivery names its source only if it
@@ -309,11 +337,16 @@ func (h *Handler) deliver(ctx context.Context, e event.Event, r *receiver) error
 	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	req.Header.Set(HeaderEventID, e.ID())
 	req.Header.Set(HeaderEventType, e.Type())
-	req.Header.Set(HeaderTimestamp, e.Time().UTC().Format(time.RFC3339Nano))
+	now := time.Now
+	if h.Now != nil {
+		now = h.Now
+	}
+	ts := now().Unix()
+	req.Header.Set(HeaderTimestamp, strconv.FormatInt(ts, 10))
 	req.Header.Set(HeaderReceiver, r.name)
 	req.Header.Set("User-Agent", "omni-notify/1")
 	if len(r.secret) > 0 {
-		req.Header.Set(HeaderSignature, Sign(r.secret, body))
+		req.Header.Set(HeaderSignature, Sign(r.secret, e.ID(), ts, body))
 	}
 	resp, err := r.client.Do(req)
 	if err != nil {
@@ -397,14 +430,15 @@ func New(ctx context.Context, s Settings, d Deps) (*Handler, error) {
 		logging.FromContext(ctx).Info("OMNI_NOTIFY_CALLBACK_SECRET is not set: deliveries to callback URLs are not signed")
 	}
 	return &Handler{
-		Jobs:           d.Jobs,
-		Guard:          d.Guard,
-		Subscriptions:  src.Current,
-		CallbackSecret: []byte(s.CallbackSecret),
-		Callbacks:      callbacks,
-		Webhooks:       webhooks,
-		Timeout:        s.Timeout,
-		Memory:         NewMemory(s.RememberFor, s.RememberMax),
+		Jobs:            d.Jobs,
+		Guard:           d.Guard,
+		Subscriptions:   src.Current,
+		CallbackSecret:  []byte(s.CallbackSecret),
+		CallbackSecrets: s.CallbackSecrets,
+		Callbacks:       callbacks,
+		Webhooks:        webhooks,
+		Timeout:         s.Timeout,
+		Memory:          NewMemory(s.RememberFor, s.RememberMax),
 	}, nil
 }
 

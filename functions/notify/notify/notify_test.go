@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -202,14 +204,14 @@ subscriptions:
 		if !bytes.Equal(got.body, e.Data()) {
 			t.Errorf("%s body = %s, want the event data %s", name, got.body, e.Data())
 		}
-		if !Verify([]byte(c.secret), got.body, got.header.Get(HeaderSignature)) {
-			t.Errorf("%s: signature %q does not verify", name, got.header.Get(HeaderSignature))
+		if err := VerifyDelivery([]byte(c.secret), got.header, got.body, time.Now(), 0); err != nil {
+			t.Errorf("%s: delivery does not verify: %v", name, err)
 		}
 		want := map[string]string{
 			"Ce-Id": e.ID(), "Ce-Type": events.TypeJobChanged, "Ce-Source": "/omni/status-sync", "Ce-Subject": e.Subject(),
 			"Ce-Specversion": "1.0", "Ce-Omnistatus": "running", "Ce-Omniservice": "team-a", "Content-Type": "application/json",
 			HeaderEventID: e.ID(), HeaderEventType: events.TypeJobChanged, HeaderReceiver: name,
-			HeaderTimestamp: "2026-11-27T19:00:01.123456Z", "Ce-Knativearrivaltime": "",
+			"Ce-Time": "2026-11-27T19:00:01.123456Z", "Ce-Knativearrivaltime": "",
 		}
 		gotHeaders := map[string]string{}
 		for k := range want {
@@ -468,5 +470,37 @@ func TestParallel(t *testing.T) {
 	close(release)
 	if res := <-done; !protocol.IsACK(res) {
 		t.Fatal(res)
+	}
+}
+
+// Each service's callbacks are signed with its own secret (a file named as the service), and
+// with the shared one when it has none: one service's secret verifies no other's deliveries.
+func TestCallbackSecretPerService(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "team-a"), []byte("team-a-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cb := newHook(t)
+	h := newHandler(nil, nil)
+	h.CallbackSecret, h.CallbackSecrets = []byte("shared-secret"), dir
+	a := testJob(cb.URL)
+	b := testJob(cb.URL)
+	b.ID, b.Service = "01jd8x1y2z3a4b5c6d7e8f9zzz", "team-b"
+	for _, j := range []*jobs.Job{a, b} {
+		if res := h.Receive(testCtx(t), stored(t, h, j)); !protocol.IsACK(res) {
+			t.Fatal(res)
+		}
+	}
+	hits := cb.got()
+	if len(hits) != 2 {
+		t.Fatalf("got %d deliveries, want 2", len(hits))
+	}
+	for i, want := range []string{"team-a-secret", "shared-secret"} {
+		if err := VerifyDelivery([]byte(want), hits[i].header, hits[i].body, time.Now(), 0); err != nil {
+			t.Errorf("delivery %d with %s: %v", i, want, err)
+		}
+	}
+	if VerifyDelivery([]byte("team-a-secret"), hits[1].header, hits[1].body, time.Now(), 0) == nil {
+		t.Error("team-a's secret verifies team-b's delivery")
 	}
 }
