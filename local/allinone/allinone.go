@@ -9,7 +9,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -38,6 +40,8 @@ import (
 	"github.com/omnibuildplatform/omni-orchestrator/local/router"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/cassandra"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/cassandra/schema"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/httpapi"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/queue"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/runtime"
@@ -76,6 +80,11 @@ type Options struct {
 type Main struct {
 	// URL is the base URL of the API, e.g. http://127.0.0.1:8088.
 	URL string
+	// Sink is the URL of the Broker stand-in's ingress, the K_SINK of the local host's own
+	// senders (the functions' emitter, the ApiServerSource adapters): on its own loopback
+	// listener, never the public port, with a random token in the path that identifies them.
+	// Anything else that posts events to it is refused (403).
+	Sink string
 	// User and Password are the admin credentials of the local mode.
 	User, Password string
 	// Deps are the pieces every function was given.
@@ -97,6 +106,8 @@ type Main struct {
 
 	cancel     context.CancelFunc
 	server     *http.Server
+	brokerLn   net.Listener
+	broker     *http.Server
 	done       chan struct{}
 	closeOnce  sync.Once
 	closeErr   error
@@ -143,7 +154,16 @@ func Start(ctx context.Context, opts Options) (_ *Main, err error) {
 		}
 	}()
 	m.URL = "http://" + ln.Addr().String()
-	sink := m.URL + "/broker/omni/default"
+	// The Broker stand-in's ingress: its own loopback listener, its senders identified by a
+	// token in the path (the ApiServerSource adapter posts to K_SINK as it is: no headers).
+	if m.brokerLn, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+		return nil, fmt.Errorf("listen for the Broker ingress: %w", err)
+	}
+	tok := make([]byte, 24)
+	_, _ = rand.Read(tok)
+	token := hex.EncodeToString(tok)
+	m.Sink = "http://" + m.brokerLn.Addr().String() + "/" + token + "/broker/omni/default"
+	sink := m.Sink
 
 	s, err := localSettings(dataDir, sink)
 	if err != nil {
@@ -182,7 +202,7 @@ func Start(ctx context.Context, opts Options) (_ *Main, err error) {
 	if m.Deps, err = buildDeps(runCtx, s); err != nil {
 		return nil, err
 	}
-	fns, err := m.functions(runCtx, s, m.Deps, dataDir, []string{ln.Addr().String()})
+	fns, err := m.functions(runCtx, s, m.Deps, dataDir, []string{ln.Addr().String(), m.brokerLn.Addr().String()})
 	if err != nil {
 		return nil, err
 	}
@@ -212,10 +232,13 @@ func Start(ctx context.Context, opts Options) (_ *Main, err error) {
 	}
 	go func() { _ = m.Router.RunPing(runCtx) }()
 
-	broker := &runtime.Function{Name: "broker", Routes: func(mux *http.ServeMux) {
-		mux.Handle("/broker/", http.StripPrefix("/broker", m.Router))
-	}}
-	m.server = runtime.NewServer(runCtx, runtime.Mux(runCtx, append(public, broker)...), runtime.DefaultTimeouts)
+	m.broker = runtime.NewServer(runCtx, ingress(token, m.Router), runtime.DefaultTimeouts)
+	go func() {
+		if err := m.broker.Serve(m.brokerLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			opts.Logger.Errorw("Broker ingress stopped", "error", err)
+		}
+	}()
+	m.server = runtime.NewServer(runCtx, runtime.Mux(runCtx, public...), runtime.DefaultTimeouts)
 	m.server.BaseContext = func(net.Listener) context.Context { return runCtx } // Close ends streams
 	go func() {
 		defer close(m.done)
@@ -224,6 +247,22 @@ func Start(ctx context.Context, opts Options) (_ *Main, err error) {
 		}
 	}()
 	return m, nil
+}
+
+// ingress serves router under /<token>/broker/ (the Knative Broker ingress's paths follow):
+// requests without the token are refused with 403, as Knative refuses senders that its
+// EventPolicies do not allow.
+func ingress(token string, router http.Handler) http.Handler {
+	prefix := "/" + token + "/broker"
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rest, ok := strings.CutPrefix(r.URL.Path, "/")
+		got, _, _ := strings.Cut(rest, "/")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 || !strings.HasPrefix(r.URL.Path, prefix+"/") {
+			httpapi.Error(w, r, fmt.Errorf("event sender not allowed: %w", jobs.ErrForbidden))
+			return
+		}
+		http.StripPrefix(prefix, router).ServeHTTP(w, r)
+	})
 }
 
 // Close stops the server, drains the router, stops the local clusters, closes the store and
@@ -235,6 +274,13 @@ func (m *Main) Close() error {
 			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			errs = append(errs, m.server.Shutdown(sctx))
 			cancel()
+		}
+		if m.broker != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			errs = append(errs, m.broker.Shutdown(sctx))
+			cancel()
+		} else if m.brokerLn != nil {
+			m.brokerLn.Close()
 		}
 		if m.Router != nil {
 			dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

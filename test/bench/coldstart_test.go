@@ -78,7 +78,7 @@ func BenchmarkColdStart(b *testing.B) {
 	if err := buildBinaries(binDir, names); err != nil {
 		b.Fatal(err)
 	}
-	env, err := functionEnv(dir, m.ClustersDir, m.URL+"/broker/omni/default", cassandratest.StoreURL(cassandratest.Shared(b)))
+	env, err := functionEnv(dir, m.ClustersDir, m.Sink, cassandratest.StoreURL(cassandratest.Shared(b)))
 	if err != nil {
 		b.Fatal(err)
 	}
