@@ -76,7 +76,19 @@ type Handler struct {
 	// AfterChunk, if set, is called after each archived chunk is stored; an error aborts the
 	// archive there, as a crash would (tests use it).
 	AfterChunk func(ctx context.Context, c store.LogChunk) error
+	// MaxPushBytes bounds the text of one push. Default DefaultMaxPushBytes.
+	MaxPushBytes int
+	// MaxPushes bounds the pushes (seq) of one step, so a step's pushed text is at most
+	// MaxPushes × MaxPushBytes. Default DefaultMaxPushes.
+	MaxPushes int64
 }
+
+// The bounds of pushed lines: 1 MiB per push, 64 pushes per step, so at most 64 MiB of pushed
+// text per step (what a worker pushes is kept while the step runs; the archive is the whole log).
+const (
+	DefaultMaxPushBytes = 1 << 20
+	DefaultMaxPushes    = 64
+)
 
 // errStillRunning: a step container of an ended job still runs (a cancelled pod that is being
 // stopped). Retried: the Broker's backoff gives it time to end, and its end changes the job's
@@ -412,8 +424,21 @@ func logGone(err error) (string, bool) {
 
 // Append stores the lines a worker pushed for a step of job jobID as one chunk of the push
 // source, numbered by the worker. A push sent again is a no-op. An unknown job is
-// jobs.ErrNotFound; a bad payload is a *jobs.InvalidError.
+// jobs.ErrNotFound; a bad payload, a job that is not running, a step the job does not have, or
+// a push past the step's bounds (MaxPushBytes, MaxPushes) is a *jobs.InvalidError; a job that
+// has not started yet is jobs.ErrConflict (retried: status-sync may not have seen it start).
 func (h *Handler) Append(ctx context.Context, jobID string, d events.LogsAppendedData) error {
+	maxBytes, maxPushes := h.MaxPushBytes, h.MaxPushes
+	if maxBytes <= 0 {
+		maxBytes = DefaultMaxPushBytes
+	}
+	if maxPushes <= 0 {
+		maxPushes = DefaultMaxPushes
+	}
+	size := 0
+	for _, l := range d.Lines {
+		size += len(l.Text) + 1
+	}
 	switch {
 	case jobID == "":
 		return jobs.Invalid("subject", "the job id is required")
@@ -423,12 +448,21 @@ func (h *Handler) Append(ctx context.Context, jobID string, d events.LogsAppende
 		return jobs.Invalid("seq", "%d: pushes are numbered from 1", d.Seq)
 	case len(d.Lines) == 0:
 		return jobs.Invalid("lines", "no line")
+	case d.Seq > maxPushes:
+		return jobs.Invalid("seq", "%d: a step takes at most %d pushes", d.Seq, maxPushes)
+	case size > maxBytes:
+		return jobs.Invalid("lines", "%d bytes: a push holds at most %d", size, maxBytes)
 	}
 	j, err := h.Jobs.GetJob(ctx, jobID)
 	if err != nil {
 		return err
 	}
-	if !slices.ContainsFunc(j.Steps, func(s jobs.Step) bool { return s.Name == d.Step }) {
+	switch {
+	case j.Status == jobs.StatusPending:
+		return fmt.Errorf("push to job %s: it has not started yet: %w", jobID, jobs.ErrConflict)
+	case j.Status != jobs.StatusRunning:
+		return jobs.Invalid("subject", "job %s is %s: only running jobs take pushed lines", jobID, j.Status)
+	case !slices.ContainsFunc(j.Steps, func(s jobs.Step) bool { return s.Name == d.Step }):
 		return jobs.Invalid("step", "job %s has no step %q", jobID, d.Step)
 	}
 	c := store.LogChunk{JobID: jobID, Step: d.Step, Source: store.LogSourcePush, Seq: d.Seq}

@@ -28,6 +28,7 @@ import (
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/kube/names"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/runtime"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/sqlite"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/store"
 )
@@ -549,6 +550,7 @@ func TestReceiveRejects(t *testing.T) {
 
 func TestAppend(t *testing.T) {
 	f := newFixture(t, 1)
+	setStatus(t, f, jobs.StatusRunning)
 	push := func(seq int64, lines ...events.AppendedLine) protocol.Result {
 		e, err := events.NewLogsAppendedEvent("/omni/worker/test", "job-1", events.LogsAppendedData{Step: "build", Seq: seq, Lines: lines})
 		if err != nil {
@@ -589,5 +591,62 @@ func TestAppend(t *testing.T) {
 	e, _ := events.NewLogsAppendedEvent("/omni/worker/test", "no-such-job", events.LogsAppendedData{Step: "build", Seq: 1, Lines: []events.AppendedLine{l(1, "x")}})
 	if _, res := receive(t, f.h, e); !protocol.IsACK(res) {
 		t.Errorf("push for an unknown job: %v, want ACK (never worth a retry)", res)
+	}
+}
+
+// setStatus stores the fixture's job with status st.
+func setStatus(t *testing.T, f *fixture, st jobs.Status) {
+	t.Helper()
+	if _, _, err := f.st.UpdateJob(t.Context(), f.job.ID, func(j *jobs.Job) (bool, error) {
+		j.Status = st
+		return true, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Pushed lines are taken only for running jobs, only for their steps, and bounded per push and
+// per step: anyone who reaches the Broker can send logs.appended.
+func TestAppendBounds(t *testing.T) {
+	f := newFixture(t, 1)
+	f.h.MaxPushBytes, f.h.MaxPushes = 100, 3
+	push := func(step string, seq int64, text string) (int, error) {
+		e, err := events.NewLogsAppendedEvent("/omni/worker/test", "job-1", events.LogsAppendedData{Step: step, Seq: seq,
+			Lines: []events.AppendedLine{{Time: t0, Text: text}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, res := receive(t, f.h, e)
+		code, _ := runtime.EventStatus(res)
+		return code, res
+	}
+	for _, c := range []struct {
+		name   string
+		status jobs.Status
+		step   string
+		seq    int64
+		text   string
+		want   int
+	}{
+		{"ended job", jobs.StatusSucceeded, "build", 1, "x", http.StatusBadRequest},
+		{"job not started", jobs.StatusPending, "build", 1, "x", http.StatusConflict},
+		{"running job", jobs.StatusRunning, "build", 1, "x", http.StatusOK},
+		{"another step of the job", jobs.StatusRunning, "upload", 1, "x", http.StatusOK},
+		{"not a step of the job", jobs.StatusRunning, "evil", 1, "x", http.StatusBadRequest},
+		{"last push of the step", jobs.StatusRunning, "build", 3, strings.Repeat("x", 99), http.StatusOK},
+		{"push too large", jobs.StatusRunning, "build", 2, strings.Repeat("x", 100), http.StatusBadRequest},
+		{"past the step's pushes", jobs.StatusRunning, "build", 4, "x", http.StatusBadRequest},
+	} {
+		setStatus(t, f, c.status)
+		if code, res := push(c.step, c.seq, c.text); code != c.want {
+			t.Errorf("%s: %d %v, want %d", c.name, code, res, c.want)
+		}
+	}
+	cs, err := f.st.LogChunks(t.Context(), "job-1", "build", store.LogSourcePush, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cs) != 2 {
+		t.Errorf("stored %d pushes of build, want 2", len(cs))
 	}
 }
