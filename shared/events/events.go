@@ -55,7 +55,7 @@ type JobData struct {
 // shows the callback URL redacted (jobs.RedactURL).
 func NewJobEvent(typ, fn string, j *jobs.Job, previous jobs.Status) (event.Event, error) {
 	e := cloudevents.NewEvent()
-	e.SetID(fmt.Sprintf("%s.%s.%d", j.ID, shortType(typ), j.Revision))
+	e.SetID(JobEventID(typ, j.ID, j.Revision))
 	e.SetType(typ)
 	e.SetSource(Source(fn))
 	e.SetSubject(j.ID)
@@ -70,6 +70,11 @@ func NewJobEvent(typ, fn string, j *jobs.Job, previous jobs.Status) (event.Event
 		return e, fmt.Errorf("encode job event: %w", err)
 	}
 	return e, nil
+}
+
+// JobEventID is the id of the job event of type typ announcing revision rev of job id.
+func JobEventID(typ, id string, rev int64) string {
+	return fmt.Sprintf("%s.%s.%d", id, shortType(typ), rev)
 }
 
 func shortType(typ string) string {

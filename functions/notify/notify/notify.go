@@ -155,6 +155,11 @@ func (h *Handler) Receive(ctx context.Context, e event.Event) protocol.Result {
 	case data.ID != "" && data.ID != id:
 		return jobs.Invalid("subject", "notify: subject %q is not the job id %q", id, data.ID)
 	}
+	// The id names what the event announces (type, job, revision), as events.NewJobEvent makes
+	// it: receivers de-duplicate by it, so no event may announce one state under another's id.
+	if want := events.JobEventID(e.Type(), id, data.Revision); e.ID() != want {
+		return jobs.Invalid("id", "notify: event id %q is not %q (its type, job and revision)", e.ID(), want)
+	}
 	j, err := h.Jobs.GetJob(ctx, id)
 	switch {
 	case errors.Is(err, jobs.ErrNotFound):
@@ -173,10 +178,13 @@ func (h *Handler) Receive(ctx context.Context, e event.Event) protocol.Result {
 	if !knownSources[source] {
 		source = Name
 	}
+	// What is delivered: the stored job, under the event's id (receivers de-duplicate by it;
+	// its revision is at most the data's).
 	out, err := events.NewJobEvent(e.Type(), source, j, previous)
 	if err != nil {
 		return err
 	}
+	out.SetID(e.ID())
 
 	var rs []*receiver
 	if cb := j.Callback; cb != "" {
@@ -201,7 +209,7 @@ func (h *Handler) Receive(ctx context.Context, e event.Event) protocol.Result {
 		return protocol.ResultACK
 	}
 
-	res := h.deliverAll(ctx, out, rs)
+	res := h.deliverAll(ctx, out, j.Revision, rs)
 	var retry, never []string
 	for _, o := range res {
 		switch {
@@ -254,8 +262,9 @@ func redact(u *url.URL) string {
 	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String()
 }
 
-// deliverAll delivers e to every receiver at once (at most Parallel at a time).
-func (h *Handler) deliverAll(ctx context.Context, e event.Event, rs []*receiver) []outcome {
+// deliverAll delivers e, which holds the job at revision, to every receiver at once (at most
+// Parallel at a time).
+func (h *Handler) deliverAll(ctx context.Context, e event.Event, revision int64, rs []*receiver) []outcome {
 	out := make([]outcome, len(rs))
 	// What receivers see: the event without the Broker's own extensions.
 	ev := e.Clone()
@@ -277,10 +286,10 @@ func (h *Handler) deliverAll(ctx context.Context, e event.Event, rs []*receiver)
 			deliveries.WithLabelValues(r.name, "rejected").Inc()
 			continue
 		}
-		// The key is what is delivered: the event id derives from the stored job's id and
-		// revision, and it is remembered only after that stored state reached the receiver, so
-		// a forged event cannot make a real delivery be skipped.
-		key := e.ID() + "\x00" + r.name + "\x00" + r.url.String()
+		// The key is what was delivered (the event id and the stored revision in it), and it is
+		// remembered only after that stored state reached the receiver: a forged event cannot
+		// make a real delivery be skipped.
+		key := e.ID() + "\x00" + strconv.FormatInt(revision, 10) + "\x00" + r.name + "\x00" + r.url.String()
 		if h.Memory.Has(key) {
 			out[i].skipped = true
 			deliveries.WithLabelValues(r.name, "skipped").Inc()

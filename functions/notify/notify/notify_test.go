@@ -274,6 +274,11 @@ func TestBadEvents(t *testing.T) {
 			_ = e.SetData(cloudevents.ApplicationJSON, map[string]any{"service": "x"})
 			return e
 		}, "no id"},
+		"id of another revision": {func(t *testing.T) event.Event {
+			e := good(t)
+			e.SetID("01jd8x1y2z3a4b5c6d7e8f9g0h.changed.9")
+			return e
+		}, "is not"},
 		"no such job": {func(t *testing.T) event.Event {
 			j := testJob("")
 			j.ID = "01jd8x1y2z3a4b5c6d7e8f9zzz"
