@@ -13,6 +13,9 @@ type SinkEnv struct {
 	// Sink is the Broker ingress URL events are sent to (K_SINK, set by a SinkBinding); empty
 	// (the default) drops them.
 	Sink string `envconfig:"K_SINK"`
+	// TokenFile is the OIDC token presented to the Broker when it exists (Knative's SinkBinding
+	// mounts it at /oidc/token when authentication-oidc is enabled). Default /oidc/token.
+	TokenFile string `envconfig:"OMNI_SINK_TOKEN_FILE" default:"/oidc/token"`
 }
 
 // Emitter sends events to the Broker.
@@ -26,5 +29,10 @@ func (e SinkEnv) Emitter(ctx context.Context) (Emitter, error) {
 		logging.FromContext(ctx).Warn("K_SINK is not set: events are dropped")
 		return Discard{}, nil
 	}
-	return NewSender(e.Sink)
+	s, err := NewSender(e.Sink)
+	if err != nil {
+		return nil, err
+	}
+	s.TokenFile = e.TokenFile
+	return s, nil
 }

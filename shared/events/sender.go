@@ -1,17 +1,26 @@
 package events
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"net/http"
+	"os"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/cloudevents/sdk-go/v2/protocol"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 )
 
 // Sender posts events to a Broker's ingress (or any CloudEvents sink).
 type Sender struct {
 	client cloudevents.Client
+	// TokenFile, if set and present, holds the OIDC token the sender presents (Authorization:
+	// Bearer), read at each send since it is rotated: the token Knative's SinkBinding mounts
+	// when the Eventing feature authentication-oidc is enabled, which the Broker checks against
+	// its EventPolicies.
+	TokenFile string
 }
 
 // NewSender returns a Sender posting to url (K_SINK or the Broker URL).
@@ -25,6 +34,11 @@ func NewSender(url string) (*Sender, error) {
 
 // Emit sends e and returns an error unless the sink acknowledged it.
 func (s *Sender) Emit(ctx context.Context, e event.Event) error {
+	if s.TokenFile != "" {
+		if b, err := os.ReadFile(s.TokenFile); err == nil && len(bytes.TrimSpace(b)) > 0 {
+			ctx = cehttp.WithCustomHeader(ctx, http.Header{"Authorization": {"Bearer " + string(bytes.TrimSpace(b))}})
+		}
+	}
 	if res := s.client.Send(ctx, e); !protocol.IsACK(res) {
 		return fmt.Errorf("send %s %s: %w", e.Type(), e.ID(), res)
 	}

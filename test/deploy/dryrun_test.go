@@ -146,6 +146,23 @@ metadata: {name: canary, namespace: omni}
 spec:
   rules: [{backendRef: [{name: x, port: 80}]}]
 `},
+	// The EventPolicy CRD (eventpolicy.yaml of Knative Eventing's config/core/resources) is
+	// installed and structural: a misspelt sender is refused, so config/'s policies are checked.
+	{"eventpolicy", "form", `
+apiVersion: eventing.knative.dev/v1alpha1
+kind: EventPolicy
+metadata: {name: canary, namespace: omni}
+spec:
+  form: [{sub: "system:serviceaccount:omni:*"}]
+`},
+	{"networkpolicy", "egres", `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: canary, namespace: omni}
+spec:
+  podSelector: {}
+  egres: []
+`},
 }
 
 // downloadCRDs fetches the modules of crdFiles into the module cache (go mod download, outside
