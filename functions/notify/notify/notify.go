@@ -209,7 +209,7 @@ func (h *Handler) Receive(ctx context.Context, e event.Event) protocol.Result {
 		return protocol.ResultACK
 	}
 
-	res := h.deliverAll(ctx, out, j.Revision, rs)
+	res := h.deliverAll(ctx, out, rs)
 	var retry, never []string
 	for _, o := range res {
 		switch {
@@ -262,9 +262,8 @@ func redact(u *url.URL) string {
 	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String()
 }
 
-// deliverAll delivers e, which holds the job at revision, to every receiver at once (at most
-// Parallel at a time).
-func (h *Handler) deliverAll(ctx context.Context, e event.Event, revision int64, rs []*receiver) []outcome {
+// deliverAll delivers e to every receiver at once (at most Parallel at a time).
+func (h *Handler) deliverAll(ctx context.Context, e event.Event, rs []*receiver) []outcome {
 	out := make([]outcome, len(rs))
 	// What receivers see: the event without the Broker's own extensions.
 	ev := e.Clone()
@@ -286,10 +285,11 @@ func (h *Handler) deliverAll(ctx context.Context, e event.Event, revision int64,
 			deliveries.WithLabelValues(r.name, "rejected").Inc()
 			continue
 		}
-		// The key is what was delivered (the event id and the stored revision in it), and it is
-		// remembered only after that stored state reached the receiver: a forged event cannot
-		// make a real delivery be skipped.
-		key := e.ID() + "\x00" + strconv.FormatInt(revision, 10) + "\x00" + r.name + "\x00" + r.url.String()
+		// Remembered only after the stored job reached the receiver under this id: an event id
+		// names a revision the store has reached (else Receive refused it), and what was
+		// delivered is that revision or a later one, so a forged event with a predictable id
+		// can only cause a real delivery, never make one be skipped.
+		key := e.ID() + "\x00" + r.name + "\x00" + r.url.String()
 		if h.Memory.Has(key) {
 			out[i].skipped = true
 			deliveries.WithLabelValues(r.name, "skipped").Inc()
