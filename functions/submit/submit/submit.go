@@ -90,6 +90,9 @@ type Handler struct {
 	Emitter   Emitter
 	// Guard checks callback URLs (nil checks only their syntax).
 	Guard *callback.Guard
+	// RepoAllowList is the operator's allow-list of repository URLs per service (CheckRepos);
+	// empty or a missing file allows every repository.
+	RepoAllowList string
 	// MaxBody is the request body limit in bytes (default 1 MiB).
 	MaxBody int64
 	// IdempotencyTTL is how long an Idempotency-Key is remembered (default 24h).
@@ -176,6 +179,9 @@ func (h *Handler) submit(ctx context.Context, p *auth.Principal, req Request, ke
 	cat := h.Catalogue()
 	params, err := cat.Validate(req.Task, req.Arch, req.Parameters)
 	if err != nil {
+		return nil, false, err
+	}
+	if err := CheckRepos(h.RepoAllowList, req.Service, params); err != nil {
 		return nil, false, err
 	}
 	now := h.now()
@@ -343,6 +349,10 @@ func (k KubePlacer) Place(ctx context.Context, arch string) (Target, error) {
 type Settings struct {
 	// MaxBodyBytes limits request bodies. Default 1048576.
 	MaxBodyBytes int64 `envconfig:"OMNI_MAX_BODY_BYTES" default:"1048576"`
+	// RepoAllowList is the file of repository URL prefixes allowed per service (CheckRepos),
+	// read at each submission; a missing file allows every repository. Default
+	// /etc/omni/repos/allowlist.yaml.
+	RepoAllowList string `envconfig:"OMNI_REPO_ALLOWLIST" default:"/etc/omni/repos/allowlist.yaml"`
 	// JobTTLSecondsAfterFinished is set on every Kubernetes Job. Default 3600.
 	JobTTLSecondsAfterFinished int32 `envconfig:"OMNI_JOB_TTL_SECONDS_AFTER_FINISHED" default:"3600"`
 }
@@ -383,6 +393,7 @@ func New(s Settings, d Deps) *Handler {
 		Emitter:                 d.Emitter,
 		Guard:                   d.Guard,
 		MaxBody:                 s.MaxBodyBytes,
+		RepoAllowList:           s.RepoAllowList,
 		TTLSecondsAfterFinished: &ttl,
 		authn:                   d.Authn,
 		Dispatcher:              newDispatcher(d.Queue),
