@@ -122,8 +122,9 @@ func Load(htpasswdPath, usersPath string, opts ...Option) (*Authenticator, error
 	return a, nil
 }
 
-// Reload re-reads both files. On error (an empty or truncated htpasswd included) the previous
-// contents stay in force.
+// Reload re-reads both files. On error the previous contents stay in force; an htpasswd that
+// lists no users while the previous one did, or with a cut-off hash, is an error. (At the first
+// load an empty htpasswd is allowed: nobody can log in.)
 func (a *Authenticator) Reload() error {
 	hb, err := os.ReadFile(a.htpasswdPath)
 	if err != nil {
@@ -136,6 +137,10 @@ func (a *Authenticator) Reload() error {
 	s, err := parse(hb, ub)
 	if err != nil {
 		return err
+	}
+	// A file that had users and has none is being written, or was cut off: keep the users.
+	if prev := a.state.Load(); prev != nil && len(prev.hashes) > 0 && len(s.hashes) == 0 {
+		return errors.New("htpasswd lists no users (empty or cut off?): keeping the previous users")
 	}
 	a.state.Store(s)
 	return nil
@@ -184,9 +189,6 @@ func parse(htpasswd, users []byte) (*state, error) {
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("read htpasswd: %w", err)
-	}
-	if len(s.hashes) == 0 && len(errs) == 0 {
-		errs = append(errs, errors.New("htpasswd lists no users (empty or cut off?)"))
 	}
 
 	var doc struct {
