@@ -13,7 +13,7 @@ import (
 
 	"github.com/omnibuildplatform/omni-orchestrator/shared/events"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
-	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/kube/names"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/runtime"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/sqlite"
 )
@@ -39,7 +39,7 @@ func TestForgedPodEvent(t *testing.T) {
 			pod := corev1.Pod{
 				TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
 				ObjectMeta: metav1.ObjectMeta{Name: "omni-" + victim.ID + "-x", Namespace: "omni-jobs", ResourceVersion: "999999",
-					Labels: map[string]string{kube.LabelJobID: victim.ID}},
+					Labels: map[string]string{names.LabelJobID: victim.ID}},
 				Status: corev1.PodStatus{Phase: corev1.PodSucceeded, ContainerStatuses: []corev1.ContainerStatus{{
 					Name: "build", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0,
 						FinishedAt: metav1.NewTime(time.Now())}}}}},
