@@ -2,6 +2,7 @@ package submit
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -27,10 +28,10 @@ func (h *Handler) serveRerun(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Location", "/v1/jobs/"+j.ID)
 	if replayed {
 		w.Header().Set("Idempotent-Replayed", "true")
-		httpapi.JSON(w, http.StatusOK, j)
+		httpapi.JSON(w, http.StatusOK, j.Redacted())
 		return
 	}
-	httpapi.JSON(w, http.StatusCreated, j)
+	httpapi.JSON(w, http.StatusCreated, j.Redacted())
 }
 
 // Rerun queues a new job with the request of job id (service, task, domain, arch, parameters
@@ -39,11 +40,13 @@ func (h *Handler) serveRerun(w http.ResponseWriter, r *http.Request) {
 // type. A rerun with an Idempotency-Key behaves as a submission with it.
 func (h *Handler) Rerun(ctx context.Context, p *auth.Principal, id, key string) (*jobs.Job, bool, error) {
 	orig, err := h.Store.GetJob(ctx, id)
-	if err != nil {
+	switch {
+	case errors.Is(err, jobs.ErrNotFound):
+		return nil, false, jobs.NotFound(id) // the text of another service's job
+	case err != nil:
 		return nil, false, err
-	}
-	if !p.Can(auth.RoleViewer, orig.Service) {
-		return nil, false, fmt.Errorf("job %s: %w", id, jobs.ErrNotFound)
+	case !p.Can(auth.RoleViewer, orig.Service):
+		return nil, false, jobs.NotFound(id)
 	}
 	req := Request{Service: orig.Service, Task: orig.Task, Domain: orig.Domain, Arch: orig.Arch,
 		Parameters: orig.Parameters, Labels: orig.Labels, Callback: orig.Callback}
