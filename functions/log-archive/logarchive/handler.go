@@ -15,13 +15,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"slices"
 	"strings"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/cloudevents/sdk-go/v2/protocol"
-	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -104,7 +102,7 @@ func (h *Handler) Receive(ctx context.Context, e event.Event) (*event.Event, pro
 	case events.TypeJobChanged:
 		var d events.JobData
 		if err := json.Unmarshal(e.Data(), &d); err != nil || d.Job == nil || d.ID == "" {
-			return nil, cehttp.NewResult(http.StatusBadRequest, "%s: data is not a job: %v", Name, err)
+			return nil, jobs.Invalid("data", "%s: data is not a job: %v", Name, err)
 		}
 		if !d.Status.Terminal() {
 			log.Debugw("ignoring a job that has not ended", "job", d.ID, "status", d.Status)
@@ -112,7 +110,7 @@ func (h *Handler) Receive(ctx context.Context, e event.Event) (*event.Event, pro
 		}
 		res, err := h.Archive(ctx, d.Job)
 		if err != nil {
-			return nil, result(fmt.Errorf("%s: archive job %s: %w", Name, d.ID, err))
+			return nil, fmt.Errorf("%s: archive job %s: %w", Name, d.ID, err)
 		}
 		if !res.Settled() {
 			return nil, protocol.ResultACK
@@ -125,26 +123,18 @@ func (h *Handler) Receive(ctx context.Context, e event.Event) (*event.Event, pro
 	case events.TypeLogsAppended:
 		var d events.LogsAppendedData
 		if err := json.Unmarshal(e.Data(), &d); err != nil {
-			return nil, cehttp.NewResult(http.StatusBadRequest, "%s: data is not a logs.appended payload: %v", Name, err)
+			return nil, jobs.Invalid("data", "%s: data is not a logs.appended payload: %v", Name, err)
 		}
 		if err := h.Append(ctx, e.Subject(), d); err != nil {
 			if errors.Is(err, jobs.ErrNotFound) {
 				log.Debugw("ignoring lines pushed for an unknown job", "job", e.Subject())
 				return nil, protocol.ResultACK
 			}
-			return nil, result(fmt.Errorf("%s: %w", Name, err))
+			return nil, fmt.Errorf("%s: %w", Name, err)
 		}
 		return nil, protocol.ResultACK
 	}
-	return nil, cehttp.NewResult(http.StatusBadRequest, "%s: unexpected event type %q", Name, e.Type())
-}
-
-// result maps an error to the event result: bad input is never retried, the rest is.
-func result(err error) protocol.Result {
-	if jobs.IsInvalid(err) {
-		return cehttp.NewResult(http.StatusBadRequest, "%s", err.Error())
-	}
-	return err
+	return nil, jobs.Invalid("type", "%s: unexpected event type %q", Name, e.Type())
 }
 
 // Result is the archive state of a job's steps after Archive, in the job's step order.

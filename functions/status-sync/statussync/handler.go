@@ -10,7 +10,6 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/cloudevents/sdk-go/v2/protocol"
-	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"go.uber.org/zap"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -100,11 +99,11 @@ func (h *Handler) Receive(ctx context.Context, e event.Event) (*event.Event, pro
 	case events.TypeResourceDelete:
 		deleted = true
 	default:
-		return nil, cehttp.NewResult(http.StatusBadRequest, "status-sync: unexpected event type %q", e.Type())
+		return nil, jobs.Invalid("type", "status-sync: unexpected event type %q", e.Type())
 	}
 	var obj object
 	if err := json.Unmarshal(e.Data(), &obj); err != nil {
-		return nil, cehttp.NewResult(http.StatusBadRequest, "status-sync: data is not a Kubernetes object: %v", err)
+		return nil, jobs.Invalid("data", "status-sync: data is not a Kubernetes object: %v", err)
 	}
 	id := obj.Metadata.Labels[names.LabelJobID]
 	if id == "" {
@@ -122,17 +121,17 @@ func (h *Handler) Receive(ctx context.Context, e event.Event) (*event.Event, pro
 	case "Job":
 		kj := batchv1.Job{ObjectMeta: obj.meta()}
 		if err := obj.decodeStatus(&kj.Status); err != nil {
-			return nil, cehttp.NewResult(http.StatusBadRequest, "status-sync: decode Job: %v", err)
+			return nil, jobs.Invalid("data.status", "status-sync: decode Job: %v", err)
 		}
 		apply = func(j *jobs.Job, now time.Time) Outcome { return ApplyJob(j, &kj, deleted, now) }
 	case "Pod":
 		pod := corev1.Pod{ObjectMeta: obj.meta()}
 		if err := obj.decodeStatus(&pod.Status); err != nil {
-			return nil, cehttp.NewResult(http.StatusBadRequest, "status-sync: decode Pod: %v", err)
+			return nil, jobs.Invalid("data.status", "status-sync: decode Pod: %v", err)
 		}
 		apply = func(j *jobs.Job, now time.Time) Outcome { return ApplyPod(j, &pod, deleted, now) }
 	default:
-		return nil, cehttp.NewResult(http.StatusBadRequest, "status-sync: unexpected kind %q", obj.Kind)
+		return nil, jobs.Invalid("data.kind", "status-sync: unexpected kind %q", obj.Kind)
 	}
 
 	var outcome Outcome
