@@ -27,6 +27,8 @@ import (
 	"time"
 
 	"github.com/gocql/gocql"
+
+	"github.com/omnibuildplatform/omni-orchestrator/local/internal/files"
 )
 
 // Options configure Start. The zero value is usable.
@@ -75,7 +77,7 @@ func (n *Node) LogTail(lines int) string {
 	if err != nil {
 		return "    | (" + err.Error() + ")\n"
 	}
-	return n.logPath + ":\n" + tail(b, lines)
+	return n.logPath + ":\n" + files.Tail(b, lines)
 }
 
 // LogProblems returns the last lines warnings and errors of the node's log (its INFO lines are
@@ -91,7 +93,7 @@ func (n *Node) LogProblems(lines int) string {
 			keep = append(keep, l)
 		}
 	}
-	return n.logPath + " (warnings and errors):\n" + tail(bytes.Join(keep, []byte("\n")), lines)
+	return n.logPath + " (warnings and errors):\n" + files.Tail(bytes.Join(keep, []byte("\n")), lines)
 }
 
 // Exited reports whether the JVM has ended (it should not before Stop).
@@ -221,7 +223,7 @@ func (n *Node) start(ctx context.Context, java, lib string, opts Options) error 
 		}
 		select {
 		case <-n.done:
-			log, _ := readFrom(n.logPath, logStart)
+			log, _ := files.ReadFrom(n.logPath, logStart)
 			if strings.Contains(string(log), "Address already in use") || strings.Contains(string(log), "Failed to bind") {
 				return fmt.Errorf("start cassandra: %w (ports %v)", errPortTaken, ports)
 			}
@@ -315,17 +317,4 @@ func freePorts(n int) ([]int, error) {
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil
-}
-
-// readFrom returns the content of path from offset on.
-func readFrom(path string, offset int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	if _, err := f.Seek(offset, io.SeekStart); err != nil {
-		return nil, err
-	}
-	return io.ReadAll(f)
 }

@@ -10,10 +10,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/omnibuildplatform/omni-orchestrator/local/internal/files"
 )
 
 // Version is the pinned Cassandra release that hack/cassandra.sh fetches (keep in step with it).
@@ -42,9 +43,9 @@ func Jars(ctx context.Context, progress io.Writer) (string, error) {
 			return dir, nil
 		}
 	}
-	script, err := fetchScript()
+	script, err := files.Script("cassandra.sh")
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("Cassandra %s is not in the tools cache and hack/cassandra.sh was %w (run from the checkout, or set %s)", Version, err, LibEnv)
 	}
 	if progress == nil {
 		progress = io.Discard
@@ -54,7 +55,7 @@ func Jars(ctx context.Context, progress io.Writer) (string, error) {
 	cmd.Stdout = &stdout
 	cmd.Stderr = io.MultiWriter(progress, &stderr)
 	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("fetch Cassandra %s with %s: %w\n%s", Version, script, err, tail(stderr.Bytes(), 20))
+		return "", fmt.Errorf("fetch Cassandra %s with %s: %w\n%s", Version, script, err, files.Tail(stderr.Bytes(), 20))
 	}
 	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
 	dir := lines[len(lines)-1]
@@ -82,32 +83,6 @@ func checkJars(dir string) error {
 		return fmt.Errorf("no cassandra-all-%s.jar (run hack/cassandra.sh to fetch it)", Version)
 	}
 	return nil
-}
-
-// fetchScript finds hack/cassandra.sh: next to this source file's module root when the source
-// is on disk (tests), else in the working directory or one of its parents.
-func fetchScript() (string, error) {
-	var starts []string
-	if _, file, _, ok := runtime.Caller(0); ok && filepath.IsAbs(file) {
-		starts = append(starts, filepath.Dir(file))
-	}
-	if wd, err := os.Getwd(); err == nil {
-		starts = append(starts, wd)
-	}
-	for _, dir := range starts {
-		for {
-			p := filepath.Join(dir, "hack", "cassandra.sh")
-			if _, err := os.Stat(p); err == nil {
-				return p, nil
-			}
-			parent := filepath.Dir(dir)
-			if parent == dir {
-				break
-			}
-			dir = parent
-		}
-	}
-	return "", fmt.Errorf("Cassandra %s is not in the tools cache and hack/cassandra.sh was not found (run from the checkout, or set %s)", Version, LibEnv)
 }
 
 // javaVersion matches the first line of `java -version`: openjdk version "17.0.15" 2025-04-15.
@@ -149,19 +124,4 @@ var errUnsupportedJava = errors.New("unsupported Java version")
 func firstLine(b []byte) string {
 	line, _, _ := bytes.Cut(b, []byte("\n"))
 	return string(line)
-}
-
-// tail returns the last n lines of b, indented, for error messages.
-func tail(b []byte, n int) string {
-	lines := bytes.Split(bytes.TrimRight(b, "\n"), []byte("\n"))
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	var sb strings.Builder
-	for _, l := range lines {
-		sb.WriteString("    | ")
-		sb.Write(l)
-		sb.WriteByte('\n')
-	}
-	return sb.String()
 }

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/omnibuildplatform/omni-orchestrator/local/internal/files"
 )
 
 // Watched resources of the adapter (DESIGN §7), as the adapter's Config JSON spells them.
@@ -112,7 +114,7 @@ func (c *Cluster) startAdapter(ctx context.Context) error {
 	if err != nil {
 		proc.stop(5 * time.Second)
 		c.adapter = nil
-		return fmt.Errorf("start adapter: %w\n%s", err, tail(proc.output(), tailLines))
+		return fmt.Errorf("start adapter: %w\n%s", err, files.Tail(proc.output(), tailLines))
 	}
 	c.logf("adapter ready in %s", time.Since(began).Round(time.Millisecond))
 	return nil

@@ -18,6 +18,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/omnibuildplatform/omni-orchestrator/local/internal/files"
 )
 
 // Cluster is one running kwok cluster.
@@ -144,7 +146,7 @@ func (c *Cluster) create(ctx context.Context) error {
 	}
 	if err != nil {
 		proc.stop(5 * time.Second)
-		return fmt.Errorf("kwokctl create cluster: %w\n%s%s", err, tail(proc.output(), tailLines), c.componentLogs())
+		return fmt.Errorf("kwokctl create cluster: %w\n%s%s", err, files.Tail(proc.output(), tailLines), c.componentLogs())
 	}
 	return nil
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/omnibuildplatform/omni-orchestrator/local/internal/files"
 )
 
 // process is a child process in its own process group whose output goes to a log file.
@@ -101,7 +102,7 @@ func (p *process) stop(grace time.Duration) {
 
 // output returns what this run of the process wrote so far.
 func (p *process) output() []byte {
-	b, err := readFrom(p.logPath, p.logStart)
+	b, err := files.ReadFrom(p.logPath, p.logStart)
 	if err != nil {
 		return []byte(err.Error())
 	}
@@ -119,43 +120,15 @@ func runProcess(ctx context.Context, name, dir, logPath string, env []string, bi
 	case <-p.done:
 	case <-ctx.Done():
 		p.stop(5 * time.Second)
-		return fmt.Errorf("%s: %w\n%s", name, ctx.Err(), tail(p.output(), tailLines))
+		return fmt.Errorf("%s: %w\n%s", name, ctx.Err(), files.Tail(p.output(), tailLines))
 	}
 	if p.err != nil {
-		return fmt.Errorf("%s: %w\n%s", name, p.err, tail(p.output(), tailLines))
+		return fmt.Errorf("%s: %w\n%s", name, p.err, files.Tail(p.output(), tailLines))
 	}
 	return nil
 }
 
 const tailLines = 30
-
-// readFrom returns the content of path from offset on.
-func readFrom(path string, offset int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	if _, err := f.Seek(offset, io.SeekStart); err != nil {
-		return nil, err
-	}
-	return io.ReadAll(f)
-}
-
-// tail returns the last n lines of b, indented, for error messages.
-func tail(b []byte, n int) string {
-	lines := bytes.Split(bytes.TrimRight(b, "\n"), []byte("\n"))
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	var sb strings.Builder
-	for _, l := range lines {
-		sb.WriteString("    | ")
-		sb.Write(l)
-		sb.WriteByte('\n')
-	}
-	return sb.String()
-}
 
 // fileTail returns the last n lines of the file at path, for error messages.
 func fileTail(path string, n int) string {
@@ -166,7 +139,7 @@ func fileTail(path string, n int) string {
 		}
 		return "    | " + err.Error() + "\n"
 	}
-	return path + ":\n" + tail(b, n)
+	return path + ":\n" + files.Tail(b, n)
 }
 
 // readPidFiles returns the pids written in the files matching pattern (kwokctl writes one

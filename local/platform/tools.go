@@ -3,15 +3,15 @@ package platform
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
+
+	"github.com/omnibuildplatform/omni-orchestrator/local/internal/files"
 )
 
 // Binaries are the programs the platform runs; hack/tools.sh builds them all into one folder.
@@ -51,9 +51,9 @@ func tools(ctx context.Context, progress io.Writer) (string, error) {
 	if dir, err := cacheBinDir(); err == nil && len(missingBinaries(dir)) == 0 {
 		return dir, nil
 	}
-	script, err := toolsScript()
+	script, err := files.Script("tools.sh")
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("tools missing and hack/tools.sh was %w (run from the checkout, or set %s)", err, ToolsBinEnv)
 	}
 	if progress == nil {
 		progress = io.Discard
@@ -63,7 +63,7 @@ func tools(ctx context.Context, progress io.Writer) (string, error) {
 	cmd.Stdout = &stdout
 	cmd.Stderr = io.MultiWriter(progress, &stderr)
 	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("build tools with %s: %w\n%s", script, err, tail(stderr.Bytes(), tailLines))
+		return "", fmt.Errorf("build tools with %s: %w\n%s", script, err, files.Tail(stderr.Bytes(), tailLines))
 	}
 	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
 	dir := lines[len(lines)-1]
@@ -94,30 +94,4 @@ func missingBinaries(dir string) []string {
 		}
 	}
 	return missing
-}
-
-// toolsScript finds hack/tools.sh: next to this source file's module root when the source is
-// on disk (tests), else in the working directory or one of its parents.
-func toolsScript() (string, error) {
-	var starts []string
-	if _, file, _, ok := runtime.Caller(0); ok && filepath.IsAbs(file) {
-		starts = append(starts, filepath.Dir(file))
-	}
-	if wd, err := os.Getwd(); err == nil {
-		starts = append(starts, wd)
-	}
-	for _, dir := range starts {
-		for {
-			p := filepath.Join(dir, "hack", "tools.sh")
-			if _, err := os.Stat(p); err == nil {
-				return p, nil
-			}
-			parent := filepath.Dir(dir)
-			if parent == dir {
-				break
-			}
-			dir = parent
-		}
-	}
-	return "", errors.New("tools missing and hack/tools.sh not found (run from the checkout, or set " + ToolsBinEnv + ")")
 }

@@ -125,14 +125,16 @@ type state struct {
 	running map[string]int // service → slots its dispatched jobs hold
 }
 
-func (h *Handler) load(ctx context.Context) (*state, int, error) {
+// readState lists the unsettled jobs and the held slots: what a dispatch pass and a read of the
+// queue both start from. op names the caller in errors.
+func (h *Handler) readState(ctx context.Context, op string) (*state, []store.Slot, error) {
 	d := h.Dispatcher
 	st := &state{byID: map[string]*jobs.Job{}, held: map[string]map[int]bool{}, running: map[string]int{}, freedAt: map[string][]time.Time{}}
 	cursor := ""
 	for {
 		page, next, err := d.Store.ListUnsettled(ctx, cursor, 1000)
 		if err != nil {
-			return nil, 0, fmt.Errorf("dispatch: list unfinished jobs: %w", err)
+			return nil, nil, fmt.Errorf("%s: list unfinished jobs: %w", op, err)
 		}
 		for _, j := range page {
 			st.byID[j.ID] = j
@@ -147,7 +149,35 @@ func (h *Handler) load(ctx context.Context) (*state, int, error) {
 	}
 	slots, err := d.Store.ListSlots(ctx)
 	if err != nil {
-		return nil, 0, fmt.Errorf("dispatch: list slots: %w", err)
+		return nil, nil, fmt.Errorf("%s: list slots: %w", op, err)
+	}
+	return st, slots, nil
+}
+
+// hold records sl as held.
+func (st *state) hold(sl store.Slot) {
+	if st.held[sl.Scope] == nil {
+		st.held[sl.Scope] = map[int]bool{}
+	}
+	st.held[sl.Scope][sl.Index] = true
+}
+
+// countRunning counts, per service, the slots its dispatched jobs hold.
+func (st *state) countRunning(pol *queue.Policy) {
+	for _, j := range st.active {
+		if j.Status != jobs.StatusQueued && j.Queue != nil && j.Queue.Claim != "" {
+			st.running[j.Service] += pol.JobSlots(j)
+		}
+	}
+}
+
+// load reads the queue's state for a dispatch pass, releasing the slots of ended jobs and of
+// claims older than the orphan age that no job recorded; it returns how many it released.
+func (h *Handler) load(ctx context.Context) (*state, int, error) {
+	d := h.Dispatcher
+	st, slots, err := h.readState(ctx, "dispatch")
+	if err != nil {
+		return nil, 0, err
 	}
 	var unknown []string
 	for _, sl := range slots {
@@ -186,17 +216,9 @@ func (h *Handler) load(ctx context.Context) (*state, int, error) {
 			}
 			continue
 		}
-		if st.held[sl.Scope] == nil {
-			st.held[sl.Scope] = map[int]bool{}
-		}
-		st.held[sl.Scope][sl.Index] = true
+		st.hold(sl)
 	}
-	pol := d.Policy()
-	for _, j := range st.active {
-		if j.Status != jobs.StatusQueued && j.Queue != nil && j.Queue.Claim != "" {
-			st.running[j.Service] += pol.JobSlots(j)
-		}
-	}
+	st.countRunning(d.Policy())
 	return st, released, nil
 }
 

@@ -191,40 +191,14 @@ func (h *Handler) Queue(ctx context.Context, p *auth.Principal, arch, service, c
 
 // loadView reads the queue's state without freeing anything (a read-only request).
 func (h *Handler) loadView(ctx context.Context) (*state, int, error) {
-	d := h.Dispatcher
-	st := &state{byID: map[string]*jobs.Job{}, held: map[string]map[int]bool{}, running: map[string]int{}}
-	cursor := ""
-	for {
-		page, next, err := d.Store.ListUnsettled(ctx, cursor, 1000)
-		if err != nil {
-			return nil, 0, fmt.Errorf("queue: list unfinished jobs: %w", err)
-		}
-		for _, j := range page {
-			if !j.Status.Terminal() {
-				st.active = append(st.active, j)
-			}
-		}
-		if next == "" {
-			break
-		}
-		cursor = next
-	}
-	slots, err := d.Store.ListSlots(ctx)
+	st, slots, err := h.readState(ctx, "queue")
 	if err != nil {
-		return nil, 0, fmt.Errorf("queue: list slots: %w", err)
+		return nil, 0, err
 	}
 	for _, sl := range slots {
-		if st.held[sl.Scope] == nil {
-			st.held[sl.Scope] = map[int]bool{}
-		}
-		st.held[sl.Scope][sl.Index] = true
+		st.hold(sl)
 	}
-	pol := d.Policy()
-	for _, j := range st.active {
-		if j.Status != jobs.StatusQueued && j.Queue != nil && j.Queue.Claim != "" {
-			st.running[j.Service] += pol.JobSlots(j)
-		}
-	}
+	st.countRunning(h.Dispatcher.Policy())
 	return st, 0, nil
 }
 

@@ -25,13 +25,7 @@ func (h *Handler) serveRerun(w http.ResponseWriter, r *http.Request) {
 		httpapi.Error(w, r, err)
 		return
 	}
-	w.Header().Set("Location", "/v1/jobs/"+j.ID)
-	if replayed {
-		w.Header().Set("Idempotent-Replayed", "true")
-		httpapi.JSON(w, http.StatusOK, j.Redacted())
-		return
-	}
-	httpapi.JSON(w, http.StatusCreated, j.Redacted())
+	writeCreated(w, j, replayed)
 }
 
 // Rerun queues a new job with the request of job id (service, task, domain, arch, parameters

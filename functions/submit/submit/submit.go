@@ -129,6 +129,12 @@ func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request) {
 		httpapi.Error(w, r, err)
 		return
 	}
+	writeCreated(w, j, replayed)
+}
+
+// writeCreated answers a request that created j (201), or that repeated the Idempotency-Key of
+// the request that did (200, Idempotent-Replayed), with j as a viewer sees it.
+func writeCreated(w http.ResponseWriter, j *jobs.Job, replayed bool) {
 	w.Header().Set("Location", "/v1/jobs/"+j.ID)
 	if replayed {
 		w.Header().Set("Idempotent-Replayed", "true")
