@@ -136,6 +136,8 @@ type InstanceView struct {
 	InUse    int `json:"inUse"`
 	// Free is Capacity - InUse (0 when unlimited).
 	Free int `json:"free"`
+	// Unlimited says the instance has no capacity set: it never makes a job wait.
+	Unlimited bool `json:"unlimited,omitempty"`
 }
 
 // Queue computes the queue as principal p may see it, filtered by arch, service and class.
@@ -182,7 +184,7 @@ func (h *Handler) Queue(ctx context.Context, p *auth.Principal, arch, service, c
 		for _, in := range d.Instances.Instances(a) {
 			c := pol.Capacity(in.ClusterName(), in.Capacity())
 			n := len(st.held[instanceScope(in.ClusterName())])
-			v.Instances = append(v.Instances, InstanceView{Name: in.ClusterName(), Arch: a, Capacity: c, InUse: n, Free: max(c-n, 0)})
+			v.Instances = append(v.Instances, InstanceView{Name: in.ClusterName(), Arch: a, Capacity: c, InUse: n, Free: max(c-n, 0), Unlimited: c <= 0})
 		}
 	}
 	sort.Slice(v.Instances, func(a, b int) bool { return v.Instances[a].Name < v.Instances[b].Name })
