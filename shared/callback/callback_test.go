@@ -6,8 +6,11 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 func defaultGuard(t *testing.T) *Guard {
@@ -115,4 +118,16 @@ func TestDialerRefuses(t *testing.T) {
 		t.Fatalf("dial with nothing denied: %v", err)
 	}
 	c.Close()
+}
+
+// The defaults of the settings are the exported lists (envconfig reads them from struct tags,
+// which cannot name a variable): one list, tested to be one.
+func TestSettingsDefaultsAreTheLists(t *testing.T) {
+	typ := reflect.TypeOf(GuardEnv{})
+	for field, want := range map[string][]string{"Deny": DefaultDeny, "DenyHosts": DefaultDenyHosts} {
+		f, _ := typ.FieldByName(field)
+		if d := cmp.Diff(want, strings.Split(f.Tag.Get("default"), ",")); d != "" {
+			t.Errorf("GuardEnv.%s default differs from its list (-list +tag):\n%s", field, d)
+		}
+	}
 }
