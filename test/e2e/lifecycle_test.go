@@ -52,8 +52,11 @@ func TestJobsRunOnTheirArch(t *testing.T) {
 		t.Run(arch, func(t *testing.T) {
 			t.Parallel()
 			j := alice.submit(t, rpmJob("team-a", arch, nil))
-			if j.Arch != arch || j.Cluster != arch || j.Status != jobs.StatusPending {
-				t.Fatalf("submitted job: arch %s cluster %s status %s", j.Arch, j.Cluster, j.Status)
+			// The answer is the job as stored once it was placed: pending, or already further
+			// along when status-sync was quicker than the answer (a loaded machine, a fast pod).
+			dispatched := j.Status == jobs.StatusPending || j.Status == jobs.StatusRunning || j.Status == jobs.StatusSucceeded
+			if j.Arch != arch || j.Cluster != arch || !dispatched {
+				t.Fatalf("submitted job: arch %s cluster %s status %s, want placed on %s", j.Arch, j.Cluster, j.Status, arch)
 			}
 			if n := len(k8sJobs(t, arch, j.ID)); n != 1 {
 				t.Errorf("%d Kubernetes Jobs on %s, want 1", n, arch)

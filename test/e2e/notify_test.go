@@ -279,8 +279,11 @@ func checkDeliveries(t *testing.T, who string, j *jobs.Job, got []delivery, rece
 		seq = append(seq, fmt.Sprintf("r%d:%s", d.job.Revision, d.job.Status))
 	}
 	t.Logf("%s accepted %d events: %s", who, len(got), strings.Join(seq, " "))
-	if want := []jobs.Status{jobs.StatusPending, jobs.StatusRunning, jobs.StatusSucceeded}; !slices.Equal(statuses, want) {
-		t.Errorf("%s: statuses by revision %v, want %v", who, statuses, want)
+	// A delivery carries the job as stored when notify handles its event (docs/notify.md), so a
+	// job that started before notify read it shows running already in its job.created.
+	want := []jobs.Status{jobs.StatusPending, jobs.StatusRunning, jobs.StatusSucceeded}
+	if !slices.Equal(statuses, want) && !slices.Equal(statuses, want[1:]) {
+		t.Errorf("%s: statuses by revision %v, want %v (pending may be passed over)", who, statuses, want)
 	}
 }
 
