@@ -2,7 +2,7 @@ package statussync
 
 // A job set as status-sync sees it: for each job, the snapshots of its Kubernetes Job and Pod in
 // the order the ApiServerSource sends them, built as the Job controller and the local platform's
-// kwok stages (test/platform/kwok/pod-stages.yaml) write them — init containers one by one, a
+// kwok stages (local/platform/kwok/pod-stages.yaml) write them — init containers one by one, a
 // failing container ends the pod Failed, a deleted pod first has its running containers exit 137
 // and is removed once its finalizers are gone, Job conditions in two steps (SuccessCriteriaMet or
 // FailureTarget, then Complete or Failed), the Job controller's finalizer removed from ended pods.
