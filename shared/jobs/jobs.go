@@ -165,6 +165,15 @@ type Job struct {
 	// rerun this one, oldest first.
 	RerunOf string   `json:"rerunOf,omitempty"`
 	Reruns  []string `json:"reruns,omitempty"`
+	// Attempt is the number of the job's attempt under way, from 1 (0 in a job recorded before
+	// attempts existed: its first). Attempts are the earlier attempts, lost to the
+	// infrastructure, oldest first (docs/queue.md).
+	Attempt  int       `json:"attempt,omitempty"`
+	Attempts []Attempt `json:"attempts,omitempty"`
+	// Disruption is set when a pod of the current attempt showed that the infrastructure
+	// stopped it (evicted, preempted, node lost): its end then sends the job back to the queue
+	// rather than ending it (Retry).
+	Disruption string `json:"disruption,omitempty"`
 	// Ran is what the job was dispatched with (nil until it is dispatched from the queue).
 	Ran *Ran `json:"ran,omitempty"`
 	// CancelRequested is set when a client asked to stop the job; the next observation ends it cancelled.
@@ -318,6 +327,13 @@ func (j *Job) Clone() *Job {
 		r := *j.Ran
 		r.Images = append([]string(nil), j.Ran.Images...)
 		c.Ran = &r
+	}
+	if j.Attempts != nil {
+		c.Attempts = make([]Attempt, len(j.Attempts))
+		for i, a := range j.Attempts {
+			a.Steps = append([]Step(nil), a.Steps...)
+			c.Attempts[i] = a
+		}
 	}
 	if j.Reruns != nil {
 		c.Reruns = append([]string(nil), j.Reruns...)

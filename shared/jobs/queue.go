@@ -17,6 +17,9 @@ type Queue struct {
 	Reason string `json:"reason,omitempty"`
 	// DispatchedAt is when the job was placed on an engine instance (queued → pending).
 	DispatchedAt *time.Time `json:"dispatchedAt,omitempty"`
+	// MaxAttempts is how many attempts the job may have in all (the job type's policy at
+	// submit): a job lost to the infrastructure goes back to the queue until it has had them.
+	MaxAttempts int `json:"maxAttempts,omitempty"`
 	// Claim names the slot claims the job holds ("<job id>/<claim>" is their holder). Set when
 	// the job is dispatched; a slot held under another claim is an orphan the dispatcher frees.
 	Claim string `json:"claim,omitempty"`

@@ -6,9 +6,10 @@ import "context"
 // without any).
 func (cs *Clusters) Instances(arch string) []*Cluster { return cs.byArch[arch] }
 
-// HasJob reports whether job jobID's Kubernetes Job exists in namespace on the cluster.
-func (c *Cluster) HasJob(ctx context.Context, namespace, jobID string) (bool, error) {
-	snap, err := c.Observe(ctx, namespace, jobID)
+// HasJob reports whether the Kubernetes Job of one attempt of a job exists in namespace on the
+// cluster; key is names.AttemptKey(job id, attempt).
+func (c *Cluster) HasJob(ctx context.Context, namespace, key string) (bool, error) {
+	snap, err := c.Observe(ctx, namespace, key)
 	if err != nil {
 		return false, err
 	}

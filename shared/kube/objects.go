@@ -95,27 +95,29 @@ type Snapshot struct {
 	Pods []corev1.Pod
 }
 
-// Observe reads the Kubernetes Job and the pods of job jobID in namespace.
-func (c *Cluster) Observe(ctx context.Context, namespace, jobID string) (Snapshot, error) {
+// Observe reads the Kubernetes Job and the pods of one attempt of a job in namespace; key is
+// names.AttemptKey(job id, attempt) (the bare job id for the first attempt).
+func (c *Cluster) Observe(ctx context.Context, namespace, key string) (Snapshot, error) {
 	var s Snapshot
-	list, err := c.Client.BatchV1().Jobs(c.ns(namespace)).List(ctx, listOpts(names.JobSelector(jobID)))
+	list, err := c.Client.BatchV1().Jobs(c.ns(namespace)).List(ctx, listOpts(names.Selector(key)))
 	if err != nil {
-		return s, fmt.Errorf("list jobs of %s on %s: %w", jobID, c.Name, err)
+		return s, fmt.Errorf("list jobs of %s on %s: %w", key, c.Name, err)
 	}
 	if len(list.Items) > 0 {
 		s.Job = &list.Items[0]
 	}
-	if s.Pods, err = c.Pods(ctx, namespace, jobID); err != nil {
+	if s.Pods, err = c.Pods(ctx, namespace, key); err != nil {
 		return s, err
 	}
 	return s, nil
 }
 
-// Pods lists the pods of job jobID in namespace (the one stored with the job).
-func (c *Cluster) Pods(ctx context.Context, namespace, jobID string) ([]corev1.Pod, error) {
-	pods, err := c.Client.CoreV1().Pods(c.ns(namespace)).List(ctx, listOpts(names.JobSelector(jobID)))
+// Pods lists the pods of one attempt of a job in namespace (the one stored with the job); key
+// is names.AttemptKey(job id, attempt).
+func (c *Cluster) Pods(ctx context.Context, namespace, key string) ([]corev1.Pod, error) {
+	pods, err := c.Client.CoreV1().Pods(c.ns(namespace)).List(ctx, listOpts(names.Selector(key)))
 	if err != nil {
-		return nil, fmt.Errorf("list pods of %s on %s: %w", jobID, c.Name, err)
+		return nil, fmt.Errorf("list pods of %s on %s: %w", key, c.Name, err)
 	}
 	return pods.Items, nil
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -71,6 +72,19 @@ type Input struct {
 	// (so cluster tooling can select by them), under ours: a key of ours always keeps our value.
 	// Keys and values must be valid Kubernetes labels; see CheckLabels.
 	Labels map[string]string
+	// Attempt is the job's attempt (docs/queue.md); 0 or 1 is the first. From the second on,
+	// the objects are named for it (ObjectName(JobID+"-a<n>", …), so that they never collide
+	// with those an earlier attempt left) and labelled names.LabelAttempt.
+	Attempt int
+}
+
+// objectBase is what the objects of in are named after: the job id, with "-a<n>" from the
+// second attempt on.
+func (in Input) objectBase() string {
+	if in.Attempt <= 1 {
+		return in.JobID
+	}
+	return in.JobID + "-a" + strconv.Itoa(in.Attempt)
 }
 
 // ReservedLabelPrefixes are label key prefixes clients may not set.
@@ -119,16 +133,18 @@ type templateData struct {
 	JobID, Namespace, Service, Task, Domain, Arch value
 	// KubeArch is the kubernetes.io/arch value of Arch (amd64, arm64).
 	KubeArch value
-	// Name is the name of the Job: ObjectName(JobID, "").
+	// Name is the name of the Job: ObjectName(JobID, "") (with the attempt from the second on).
 	Name value
+	base string
 	// Parameters are the effective parameters (defaults applied); Settings those of task.yaml.
 	Parameters map[string]any
 	Settings   map[string]any
 }
 
-// ObjectName returns ObjectName(JobID, suffix) for templates.
+// ObjectName returns ObjectName(JobID, suffix) for templates (with the attempt from the second
+// on).
 func (d *templateData) ObjectName(suffix string) value {
-	return value(ObjectName(string(d.JobID), suffix))
+	return value(ObjectName(d.base, suffix))
 }
 
 // Render validates the job's input and renders the task's objects, checked and completed, in
@@ -159,7 +175,8 @@ func (t *task) render(in Input) ([]*unstructured.Unstructured, error) {
 		JobID: value(in.JobID), Namespace: value(in.Namespace), Service: value(in.Service),
 		Task: value(in.Task), Domain: value(in.Domain), Arch: value(in.Arch),
 		KubeArch:   value(jobs.KubeArch(in.Arch)),
-		Name:       value(ObjectName(in.JobID, "")),
+		Name:       value(ObjectName(in.objectBase(), "")),
+		base:       in.objectBase(),
 		Parameters: taint(params).(map[string]any),
 		Settings:   settings,
 	}
@@ -233,7 +250,7 @@ func parseObjects(b []byte) ([]*unstructured.Unstructured, error) {
 
 // finish checks the rendered objects against the rules and completes them.
 func finish(objs []*unstructured.Unstructured, in Input, steps []string) ([]*unstructured.Unstructured, error) {
-	jobName := ObjectName(in.JobID, "")
+	jobName := ObjectName(in.objectBase(), "")
 	if err := CheckLabels(in.Labels); err != nil {
 		return nil, err
 	}
@@ -243,6 +260,9 @@ func finish(objs []*unstructured.Unstructured, in Input, steps []string) ([]*uns
 		names.LabelTask:      LabelValue(in.Task),
 		names.LabelArch:      LabelValue(in.Arch),
 	})
+	if in.Attempt > 1 {
+		labels[names.LabelAttempt] = strconv.Itoa(in.Attempt)
+	}
 	annotations := map[string]string{}
 	if in.Service != "" {
 		labels[names.LabelService] = LabelValue(in.Service)
@@ -300,7 +320,7 @@ func finish(objs []*unstructured.Unstructured, in Input, steps []string) ([]*uns
 
 // finishMeta applies the metadata rules common to every object.
 func finishMeta(m *metav1.ObjectMeta, in Input, isJob bool, labels, annotations map[string]string) error {
-	jobName := ObjectName(in.JobID, "")
+	jobName := ObjectName(in.objectBase(), "")
 	if isJob {
 		if m.Name != jobName {
 			return fmt.Errorf("the Job must be named %s", jobName)

@@ -56,9 +56,18 @@ func Normalize(j *jobs.Job) {
 	if j.Queue != nil {
 		j.Queue.DispatchedAt = MSP(j.Queue.DispatchedAt)
 	}
-	for i := range j.Steps {
-		j.Steps[i].StartedAt = MSP(j.Steps[i].StartedAt)
-		j.Steps[i].FinishedAt = MSP(j.Steps[i].FinishedAt)
+	normalizeSteps(j.Steps)
+	for i := range j.Attempts {
+		a := &j.Attempts[i]
+		a.DispatchedAt, a.StartedAt, a.FinishedAt = MSP(a.DispatchedAt), MSP(a.StartedAt), MSP(a.FinishedAt)
+		normalizeSteps(a.Steps)
+	}
+}
+
+func normalizeSteps(steps []jobs.Step) {
+	for i := range steps {
+		steps[i].StartedAt = MSP(steps[i].StartedAt)
+		steps[i].FinishedAt = MSP(steps[i].FinishedAt)
 	}
 }
 
@@ -190,21 +199,26 @@ func EncodeJSONColumns(j *jobs.Job) (JSONColumns, error) {
 			return JSONColumns{}, err
 		}
 	}
-	if j.Queue != nil || j.RerunOf != "" || len(j.Reruns) > 0 || j.Ran != nil {
-		if c.Queue, err = EncodeJSON("queue", queueColumn{Queue: j.Queue, RerunOf: j.RerunOf, Reruns: j.Reruns, Ran: j.Ran}); err != nil {
+	if j.Queue != nil || j.RerunOf != "" || len(j.Reruns) > 0 || j.Ran != nil || j.Attempt != 0 || len(j.Attempts) > 0 || j.Disruption != "" {
+		if c.Queue, err = EncodeJSON("queue", queueColumn{Queue: j.Queue, RerunOf: j.RerunOf, Reruns: j.Reruns, Ran: j.Ran,
+			Attempt: j.Attempt, Attempts: j.Attempts, Disruption: j.Disruption}); err != nil {
 			return JSONColumns{}, err
 		}
 	}
 	return c, nil
 }
 
-// queueColumn is what the queue column holds: the job's queue record, its rerun links and what
-// it was dispatched with.
+// queueColumn is what the queue column holds: the job's queue record, its rerun links, what it
+// was dispatched with and its attempts (fields added since the queue column existed go here too,
+// so that no migration is needed).
 type queueColumn struct {
-	Queue   *jobs.Queue `json:"queue,omitempty"`
-	RerunOf string      `json:"rerunOf,omitempty"`
-	Reruns  []string    `json:"reruns,omitempty"`
-	Ran     *jobs.Ran   `json:"ran,omitempty"`
+	Queue      *jobs.Queue    `json:"queue,omitempty"`
+	RerunOf    string         `json:"rerunOf,omitempty"`
+	Reruns     []string       `json:"reruns,omitempty"`
+	Ran        *jobs.Ran      `json:"ran,omitempty"`
+	Attempt    int            `json:"attempt,omitempty"`
+	Attempts   []jobs.Attempt `json:"attempts,omitempty"`
+	Disruption string         `json:"disruption,omitempty"`
 }
 
 // DecodeQueue decodes the queue column of a stored job ("" is none) into its queue record and
@@ -218,5 +232,6 @@ func DecodeQueue(j *jobs.Job, text string) error {
 		return fmt.Errorf("decode queue of job %s: %w", j.ID, err)
 	}
 	j.Queue, j.RerunOf, j.Reruns, j.Ran = q.Queue, q.RerunOf, q.Reruns, q.Ran
+	j.Attempt, j.Attempts, j.Disruption = q.Attempt, q.Attempts, q.Disruption
 	return nil
 }

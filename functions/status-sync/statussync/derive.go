@@ -22,7 +22,7 @@ import (
 const (
 	ReasonStepFailed = "StepFailed"
 	ReasonJobDeleted = "JobDeleted"
-	ReasonJobGone    = "JobGone"
+	ReasonJobGone    = jobs.ReasonJobGone
 	// ReasonCancelled is jobs.ReasonCancelled: cancel and status-sync end a cancel alike.
 	ReasonCancelled = jobs.ReasonCancelled
 )
@@ -79,11 +79,18 @@ func observe(j *jobs.Job, key, rv string, deleted bool) Outcome {
 // until the steps are settled (see settle), so the result does not depend on which came first.
 // It reads only the Job's name, resourceVersion and status: Receive decodes no more of an event.
 func ApplyJob(j *jobs.Job, kj *batchv1.Job, deleted bool, now time.Time) Outcome {
+	if j.Status == jobs.StatusQueued {
+		return Stale // nothing of a queued job's attempt is on a cluster: an earlier attempt's object
+	}
 	before := j.Clone()
 	if o := observe(j, "Job/"+kj.Name, kj.ResourceVersion, deleted); o != Recorded {
 		return o
 	}
 	if s, reason, msg, end := jobEnd(kj); s != "" {
+		if reason == "PodFailurePolicy" && strings.Contains(msg, string(corev1.DisruptionTarget)) && j.Disruption == "" && !j.Status.Terminal() {
+			// The templates' podFailurePolicy fails the Job so when a pod was disrupted.
+			j.Disruption = msg
+		}
 		finish(j, s, reason, msg, end, now)
 		if j.Status == s {
 			end = end.UTC()
@@ -101,6 +108,7 @@ func ApplyJob(j *jobs.Job, kj *batchv1.Job, deleted bool, now time.Time) Outcome
 			fmt.Sprintf("Kubernetes Job %s was deleted before it finished", kj.Name), now, now)
 	}
 	settle(j)
+	retryLost(before, j)
 	return touch(before, j, now)
 }
 
@@ -128,9 +136,15 @@ func jobEnd(kj *batchv1.Job) (jobs.Status, string, string, time.Time) {
 // it shows running will never be seen ending. It reads only the pod's name, resourceVersion and
 // status: Receive decodes no more of an event.
 func ApplyPod(j *jobs.Job, pod *corev1.Pod, deleted bool, now time.Time) Outcome {
+	if j.Status == jobs.StatusQueued {
+		return Stale
+	}
 	before := j.Clone()
 	if o := observe(j, "Pod/"+pod.Name, pod.ResourceVersion, deleted); o != Recorded {
 		return o
+	}
+	if why := disruption(pod); why != "" && j.Disruption == "" && !j.Status.Terminal() {
+		j.Disruption = why
 	}
 	statuses := append(append([]corev1.ContainerStatus{}, pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...)
 	for _, cs := range statuses {
@@ -156,7 +170,38 @@ func ApplyPod(j *jobs.Job, pod *corev1.Pod, deleted bool, now time.Time) Outcome
 		}
 	}
 	settle(j)
+	retryLost(before, j)
 	return touch(before, j, now)
+}
+
+// disruption says how the infrastructure stopped pod, if it did: the DisruptionTarget
+// condition Kubernetes sets on a pod it evicts, preempts or deletes with its lost node, or the
+// reason Evicted of a kubelet's eviction; "" otherwise.
+func disruption(pod *corev1.Pod) string {
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.DisruptionTarget && c.Status == corev1.ConditionTrue {
+			return strings.TrimSuffix(fmt.Sprintf("pod %s: %s: %s", pod.Name, c.Reason, c.Message), ": ")
+		}
+	}
+	if pod.Status.Reason == "Evicted" {
+		return strings.TrimSuffix(fmt.Sprintf("pod %s: Evicted: %s", pod.Name, pod.Status.Message), ": ")
+	}
+	return ""
+}
+
+// retryLost sends j back to the queue as a new attempt (jobs.Job.Retry) if it has just ended
+// because the infrastructure lost it — a pod of it was disrupted, or its Kubernetes Job is gone
+// — rather than because of the build: a step failing on its own is never retried.
+func retryLost(before, j *jobs.Job) {
+	if before.Status.Terminal() || !j.Status.Terminal() {
+		return
+	}
+	switch {
+	case j.Disruption != "":
+		j.Retry(jobs.ReasonDisrupted, j.Disruption)
+	case j.Status == jobs.StatusLost && j.Reason == ReasonJobGone:
+		j.Retry(jobs.ReasonJobGone, j.Message)
+	}
 }
 
 // settleFinal settles step name of an ended job from the final snapshot of its pod: still
@@ -184,6 +229,7 @@ func MarkGone(j *jobs.Job, now time.Time) Outcome {
 	finish(j, jobs.StatusLost, ReasonJobGone, fmt.Sprintf(
 		"the Kubernetes Job of this job no longer exists on cluster %s and its end was not observed", j.Cluster), now, now)
 	settle(j)
+	retryLost(before, j)
 	return touch(before, j, now)
 }
 

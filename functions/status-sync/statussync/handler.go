@@ -136,8 +136,10 @@ func (h *Handler) Receive(ctx context.Context, e event.Event) (*event.Event, pro
 
 	var outcome Outcome
 	var previous jobs.Status
+	attempt, otherAttempt := names.AttemptOf(obj.Metadata.Labels), false
 	j, _, err := h.Store.UpdateJob(ctx, id, func(j *jobs.Job) (bool, error) {
-		if cluster != j.Cluster {
+		// An object of an earlier attempt (docs/queue.md) says nothing about the current one.
+		if otherAttempt = attempt != j.CurrentAttempt(); otherAttempt || cluster != j.Cluster {
 			outcome = Stale
 			return false, nil
 		}
@@ -152,6 +154,10 @@ func (h *Handler) Receive(ctx context.Context, e event.Event) (*event.Event, pro
 		return nil, protocol.ResultACK
 	case err != nil:
 		return nil, fmt.Errorf("status-sync: update job %s: %w", id, err)
+	}
+	if otherAttempt {
+		log.Debugw("ignoring an object of another attempt", "job", id, "attempt", attempt, "current", j.CurrentAttempt())
+		return nil, protocol.ResultACK
 	}
 	if cluster != j.Cluster {
 		return nil, jobs.Invalid("cluster", "status-sync: event from cluster %q about job %s, which runs on another cluster", cluster, id)
@@ -216,13 +222,18 @@ func (h *Handler) resyncJob(ctx context.Context, j *jobs.Job) (bool, error) {
 	if j.Status == jobs.StatusQueued {
 		return false, nil // nothing on a cluster yet: the dispatcher's business (docs/queue.md)
 	}
-	snap, err := h.Observer.Observe(ctx, j.Cluster, j.Namespace, j.ID)
+	snap, err := h.Observer.Observe(ctx, j.Cluster, j.Namespace, names.AttemptKey(j.ID, j.CurrentAttempt()))
 	if err != nil {
 		return false, fmt.Errorf("observe job %s: %w", j.ID, err)
 	}
 	var previous jobs.Status
 	var out Outcome
+	attempt := j.CurrentAttempt()
 	stored, _, err := h.Store.UpdateJob(ctx, j.ID, func(j *jobs.Job) (bool, error) {
+		if j.CurrentAttempt() != attempt {
+			out = Stale // retried meanwhile: the snapshot is of the attempt before
+			return false, nil
+		}
 		previous = j.Status
 		out = Reconcile(j, snap, h.now(), h.grace())
 		return out.Stored(), nil
@@ -262,13 +273,14 @@ func (h *Handler) grace() time.Duration {
 // KubeObserver reads jobs' objects from the configured build clusters.
 type KubeObserver struct{ Clusters *kube.Clusters }
 
-// Observe reads job jobID's objects from cluster.
-func (k KubeObserver) Observe(ctx context.Context, cluster, namespace, jobID string) (kube.Snapshot, error) {
+// Observe reads the objects of one attempt of a job from cluster; key is
+// names.AttemptKey(job id, attempt).
+func (k KubeObserver) Observe(ctx context.Context, cluster, namespace, key string) (kube.Snapshot, error) {
 	c, err := k.Clusters.Get(cluster)
 	if err != nil {
 		return kube.Snapshot{}, err
 	}
-	return c.Observe(ctx, namespace, jobID)
+	return c.Observe(ctx, namespace, key)
 }
 
 // Settings are status-sync's own settings (its binary adds the store's, the clusters' and the
