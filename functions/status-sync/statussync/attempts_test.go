@@ -172,5 +172,3 @@ func TestEventsOfEarlierAttemptIgnored(t *testing.T) {
 		t.Fatalf("after attempt 2's pod succeeded: %s with %d earlier attempts", got.Status, len(got.Attempts))
 	}
 }
-
-
