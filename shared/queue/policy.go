@@ -68,6 +68,11 @@ type JobType struct {
 	ConcurrencyKey string `json:"concurrencyKey,omitempty"`
 	// ConcurrencyLimit is the most jobs of one key running at once (default 1).
 	ConcurrencyLimit int `json:"concurrencyLimit,omitempty"`
+	// MaxAttempts is how many attempts a job of this type gets in all when the infrastructure
+	// loses it (objects refused for a transient reason, pod evicted or node lost, Kubernetes Job
+	// gone): default jobs.DefaultMaxAttempts (3); 1 = never retried. A build failure is never
+	// retried.
+	MaxAttempts int `json:"maxAttempts,omitempty"`
 }
 
 // Instance overrides an engine instance's settings.
@@ -157,8 +162,8 @@ func (p *Policy) complete() error {
 	}
 	p.keys = map[string]*template.Template{}
 	for name, t := range p.JobTypes {
-		if t.Slots < 0 || t.ConcurrencyLimit < 0 {
-			return fmt.Errorf("job type %s: negative slots or concurrencyLimit", name)
+		if t.Slots < 0 || t.ConcurrencyLimit < 0 || t.MaxAttempts < 0 {
+			return fmt.Errorf("job type %s: negative slots, concurrencyLimit or maxAttempts", name)
 		}
 		if t.ConcurrencyKey != "" {
 			tpl, err := template.New(name).Option("missingkey=zero").Parse(t.ConcurrencyKey)
@@ -224,6 +229,14 @@ func (p *Policy) Class(service, asked string) (string, error) {
 
 // Slots is how many slots a job of task takes (at least 1).
 func (p *Policy) Slots(task string) int { return max(p.JobTypes[task].Slots, 1) }
+
+// MaxAttempts returns how many attempts a job of task gets in all (JobType.MaxAttempts).
+func (p *Policy) MaxAttempts(task string) int {
+	if n := p.JobTypes[task].MaxAttempts; n > 0 {
+		return n
+	}
+	return jobs.DefaultMaxAttempts
+}
 
 // ConcurrencyKey renders the concurrency key of a job of task and its limit ("" and 0 when the
 // job type has none).

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -15,7 +16,9 @@ import (
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/omnibuildplatform/omni-orchestrator/functions/submit/submit"
@@ -507,4 +510,75 @@ func qRelease(t *testing.T, arch, id, _ string) {
 		<-tick.C
 	}
 	lqSetHold(t, arch, id, "")
+}
+
+// TestEvictedPodRunsAgain: a pod evicted mid-build (the Eviction API, as `kubectl drain` does)
+// sends its job back to the queue as attempt 2, on objects of its own; attempt 2 runs and
+// succeeds; both attempts' logs are archived and readable apart. A step that fails on its own
+// is not retried.
+func TestEvictedPodRunsAgain(t *testing.T) {
+	const arch, step = "x86_64", "build-rpm"
+	ctx := context.Background()
+	cs := omni.Platform.Cluster(arch).Clientset()
+	j := alice.submit(t, rpmJob("team-a", arch, map[string]string{platform.AnnotationHoldStep: step}))
+	stepRunning := func(j *jobs.Job) bool {
+		for _, s := range j.Steps {
+			if s.Name == step {
+				return s.Status == jobs.StepRunning
+			}
+		}
+		return false
+	}
+	alice.wait(t, j.ID, "step "+step+" of attempt 1 running", func(j *jobs.Job) bool { return j.CurrentAttempt() == 1 && stepRunning(j) })
+	pods, err := cs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: names.Selector(j.ID)})
+	if err != nil || len(pods.Items) != 1 {
+		t.Fatalf("pods of attempt 1: %v (%d)", err, len(pods.Items))
+	}
+	first := pods.Items[0].Name
+	if err := cs.CoreV1().Pods("default").EvictV1(ctx, &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: first, Namespace: "default"}}); err != nil {
+		t.Fatalf("evict pod %s: %v", first, err)
+	}
+	again := alice.wait(t, j.ID, "step "+step+" of attempt 2 running", func(j *jobs.Job) bool { return j.CurrentAttempt() == 2 && stepRunning(j) })
+	if len(again.Attempts) != 1 || again.Attempts[0].Reason != jobs.ReasonDisrupted || again.Attempts[0].Status != jobs.StatusFailed {
+		t.Fatalf("attempt 1 recorded as %+v, want failed, Disrupted", again.Attempts)
+	}
+	pods, err = cs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: names.Selector(names.AttemptKey(j.ID, 2))})
+	if err != nil || len(pods.Items) != 1 || pods.Items[0].Name == first {
+		t.Fatalf("pods of attempt 2: %v (%d)", err, len(pods.Items))
+	}
+	patch := fmt.Sprintf(`{"metadata":{"labels":{%q:null}}}`, platform.AnnotationHoldStep)
+	if _, err := cs.CoreV1().Pods("default").Patch(ctx, pods.Items[0].Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	done := alice.wait(t, j.ID, "succeeded", func(j *jobs.Job) bool { return j.Status == jobs.StatusSucceeded })
+	if done.Attempt != 2 || len(done.Attempts) != 1 {
+		t.Errorf("ended as attempt %d with %d earlier attempts, want 2 and 1", done.Attempt, len(done.Attempts))
+	}
+	// Both attempts' logs, each archived under its own key, each served by its number.
+	for _, attempt := range []string{"1", "2"} {
+		path := "/v1/jobs/" + j.ID + "/logs/" + step + ":download?attempt=" + attempt
+		deadline := time.Now().Add(2 * time.Minute)
+		tick := time.NewTicker(50 * time.Millisecond)
+		for {
+			r := alice.do(t, http.MethodGet, path, nil)
+			if r.code == http.StatusOK && len(r.body) > 0 {
+				break
+			}
+			if r.code != http.StatusConflict || time.Now().After(deadline) {
+				t.Fatalf("download of attempt %s: %d %s, want the archived log within 2 minutes", attempt, r.code, r.body)
+			}
+			<-tick.C
+		}
+		tick.Stop()
+	}
+	if r := alice.do(t, http.MethodGet, "/v1/jobs/"+j.ID+"/logs?step="+step+"&attempt=3", nil); r.code != http.StatusBadRequest {
+		t.Errorf("logs of attempt 3 of a job with 2: %d, want 400", r.code)
+	}
+
+	// A step that fails on its own ends the job failed, as attempt 1.
+	failing := alice.submit(t, rpmJob("team-a", arch, map[string]string{"omni.test/fail-step": step}))
+	got := alice.wait(t, failing.ID, "ended", terminal)
+	if got.Status != jobs.StatusFailed || got.CurrentAttempt() != 1 || len(got.Attempts) != 0 {
+		t.Errorf("failing step: %s as attempt %d with %d earlier attempts, want failed as attempt 1", got.Status, got.CurrentAttempt(), len(got.Attempts))
+	}
 }

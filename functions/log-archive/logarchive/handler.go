@@ -105,7 +105,14 @@ func (h *Handler) Receive(ctx context.Context, e event.Event) (*event.Event, pro
 			return nil, jobs.Invalid("data", "%s: data is not a job: %v", Name, err)
 		}
 		if !d.Status.Terminal() {
-			log.Debugw("ignoring a job that has not ended", "job", d.ID, "status", d.Status)
+			if len(d.Job.Attempts) == 0 {
+				log.Debugw("ignoring a job that has not ended", "job", d.ID, "status", d.Status)
+				return nil, protocol.ResultACK
+			}
+			// A job sent back to the queue: the logs of the attempts the infrastructure lost.
+			if err := h.archiveEarlier(ctx, d.Job); err != nil {
+				return nil, fmt.Errorf("%s: archive the earlier attempts of job %s: %w", Name, d.ID, err)
+			}
 			return nil, protocol.ResultACK
 		}
 		res, err := h.Archive(ctx, d.Job)
@@ -152,13 +159,15 @@ func (r Result) Settled() bool {
 	return true
 }
 
-// Data is the logs.archived data of r for job j.
+// Data is the logs.archived data of r for job j (its steps named by their names, whatever the
+// attempt).
 func (r Result) Data(j *jobs.Job) events.LogsArchivedData {
 	d := events.LogsArchivedData{JobID: j.ID, Status: j.Status, Complete: true, Steps: []events.LogsStep{}}
 	for _, s := range r.Steps {
 		whole := s.Complete && !s.Incomplete
 		d.Complete = d.Complete && whole
-		d.Steps = append(d.Steps, events.LogsStep{Name: s.Step, Bytes: s.Bytes, Lines: s.Lines,
+		name, _ := jobs.SplitLogStepKey(s.Step)
+		d.Steps = append(d.Steps, events.LogsStep{Name: name, Bytes: s.Bytes, Lines: s.Lines,
 			Complete: whole, Incomplete: !whole, Reason: s.Reason})
 	}
 	return d
@@ -184,10 +193,32 @@ func stepNames(j *jobs.Job, pods []corev1.Pod) []string {
 }
 
 // Archive stores the log of every step of the ended job j that is not archived yet, then
-// removes the pod finalizer from its pods. A step already archived (by an earlier delivery) is
-// not read again. A step whose pod or log is gone is recorded Incomplete with the reason; a
-// step that never started is Complete with no line.
+// removes the pod finalizer from its pods; it does the same first for j's earlier attempts
+// (archiveEarlier), in case their own delivery was lost. A step already archived (by an earlier
+// delivery) is not read again. A step whose pod or log is gone is recorded Incomplete with the
+// reason; a step that never started is Complete with no line. The result is the current
+// attempt's.
 func (h *Handler) Archive(ctx context.Context, j *jobs.Job) (Result, error) {
+	if err := h.archiveEarlier(ctx, j); err != nil {
+		return Result{}, err
+	}
+	return h.archiveAttempt(ctx, j, j.CurrentAttempt())
+}
+
+// archiveEarlier archives the logs of j's earlier attempts (those the infrastructure lost,
+// docs/queue.md), each step under jobs.LogStepKey(step, attempt).
+func (h *Handler) archiveEarlier(ctx context.Context, j *jobs.Job) error {
+	for _, a := range j.Attempts {
+		v, _ := j.AttemptView(a.Number)
+		if _, err := h.archiveAttempt(ctx, v, a.Number); err != nil {
+			return fmt.Errorf("attempt %d: %w", a.Number, err)
+		}
+	}
+	return nil
+}
+
+// archiveAttempt archives attempt n of j, which j shows (jobs.Job.AttemptView).
+func (h *Handler) archiveAttempt(ctx context.Context, j *jobs.Job, n int) (Result, error) {
 	stored, err := h.Logs.LogSteps(ctx, j.ID)
 	if err != nil {
 		return Result{}, err
@@ -202,15 +233,16 @@ func (h *Handler) Archive(ctx context.Context, j *jobs.Job) (Result, error) {
 		if cl, err = h.Clusters.Cluster(j.Cluster); err != nil {
 			return Result{}, err
 		}
-		if pods, err = cl.Pods(ctx, j.Namespace, j.ID); err != nil {
+		if pods, err = cl.Pods(ctx, j.Namespace, names.AttemptKey(j.ID, n)); err != nil {
 			return Result{}, err
 		}
 	}
 	var res Result
 	for _, step := range stepNames(j, pods) {
-		st, ok := state[step]
+		key := jobs.LogStepKey(step, n)
+		st, ok := state[key]
 		if !ok || (!st.Complete && !st.Incomplete) {
-			if st, err = h.archiveStep(ctx, cl, j, pods, step); err != nil {
+			if st, err = h.archiveStep(ctx, cl, j, pods, step, key); err != nil {
 				return Result{}, fmt.Errorf("step %s: %w", step, err)
 			}
 		}
@@ -226,8 +258,9 @@ func (h *Handler) Archive(ctx context.Context, j *jobs.Job) (Result, error) {
 	return res, nil
 }
 
-func (h *Handler) archiveStep(ctx context.Context, cl Cluster, j *jobs.Job, pods []corev1.Pod, step string) (store.LogStep, error) {
-	st := store.LogStep{JobID: j.ID, Step: step}
+// archiveStep archives the log of step (a container) among pods under key (its LogStepKey).
+func (h *Handler) archiveStep(ctx context.Context, cl Cluster, j *jobs.Job, pods []corev1.Pod, step, key string) (store.LogStep, error) {
+	st := store.LogStep{JobID: j.ID, Step: key}
 	pod, cs := kube.StepContainer(pods, step)
 	if pod == nil {
 		// No listed pod holds a started container of the step. That alone does not mean the
@@ -256,7 +289,7 @@ func (h *Handler) archiveStep(ctx context.Context, cl Cluster, j *jobs.Job, pods
 		return st, err
 	}
 	cctx, cancel := context.WithCancel(ctx)
-	chunks := chunkStream(cctx, rc, j.ID, step, pod.Name)
+	chunks := chunkStream(cctx, rc, j.ID, key, pod.Name)
 	defer func() {
 		cancel()
 		rc.Close() // ends a read in flight

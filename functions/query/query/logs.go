@@ -121,6 +121,38 @@ func (h *LogHandler) job(ctx context.Context, p *auth.Principal, id string) (*jo
 }
 
 // stepOf returns the step named name of j (the first step when name is empty).
+// attemptStep resolves the attempt and step of a log request: the job as that attempt ran
+// (jobs.Job.AttemptView; attempt "" is the current one) and the key of the step's log
+// (jobs.LogStepKey; step "" is the first).
+func attemptStep(j *jobs.Job, attempt, step string) (*jobs.Job, string, error) {
+	n := j.CurrentAttempt()
+	if attempt != "" {
+		var err error
+		if n, err = strconv.Atoi(attempt); err != nil || n < 1 {
+			return nil, "", jobs.Invalid("attempt", "want an attempt number from 1 to %d", j.CurrentAttempt())
+		}
+	}
+	v, ok := j.AttemptView(n)
+	if !ok {
+		return nil, "", jobs.Invalid("attempt", "job %s has attempts 1 to %d", j.ID, j.CurrentAttempt())
+	}
+	name, err := stepOf(v, step)
+	if err != nil {
+		return nil, "", err
+	}
+	return v, jobs.LogStepKey(name, n), nil
+}
+
+// viewOf returns j as the attempt of the log key ran (j itself for the current attempt, or an
+// attempt j does not know).
+func viewOf(j *jobs.Job, key string) *jobs.Job {
+	_, n := jobs.SplitLogStepKey(key)
+	if v, ok := j.AttemptView(n); ok {
+		return v
+	}
+	return j
+}
+
 func stepOf(j *jobs.Job, name string) (string, error) {
 	if len(j.Steps) == 0 {
 		return "", jobs.Invalid("step", "job %s has no steps", j.ID)
@@ -185,7 +217,7 @@ func (h *LogHandler) parseLogRequest(r *http.Request) (logRequest, error) {
 	q := r.URL.Query()
 	for k := range q {
 		switch k {
-		case "step", "after", "limit", "follow", "format":
+		case "step", "attempt", "after", "limit", "follow", "format":
 		default:
 			return lr, jobs.Invalid(k, "unknown query parameter")
 		}
@@ -194,8 +226,7 @@ func (h *LogHandler) parseLogRequest(r *http.Request) (logRequest, error) {
 	if err != nil {
 		return lr, err
 	}
-	lr.job = j
-	if lr.step, err = stepOf(j, q.Get("step")); err != nil {
+	if lr.job, lr.step, err = attemptStep(j, q.Get("attempt"), q.Get("step")); err != nil {
 		return lr, err
 	}
 	switch f := q.Get("format"); f {
@@ -381,8 +412,8 @@ func (h *LogHandler) serveDownload(w http.ResponseWriter, r *http.Request) {
 		httpapi.Error(w, r, fmt.Errorf("%s: %w (the download is /v1/jobs/{id}/logs/{step}:download)", r.URL.Path, jobs.ErrNotFound))
 		return
 	}
-	if len(r.URL.Query()) > 0 {
-		for k := range r.URL.Query() {
+	for k := range r.URL.Query() {
+		if k != "attempt" {
 			httpapi.Error(w, r, jobs.Invalid(k, "unknown query parameter"))
 			return
 		}
@@ -392,7 +423,7 @@ func (h *LogHandler) serveDownload(w http.ResponseWriter, r *http.Request) {
 		if step == "" {
 			err = jobs.Invalid("step", "required: /v1/jobs/{id}/logs/{step}:download")
 		} else {
-			step, err = stepOf(j, step)
+			j, step, err = attemptStep(j, r.URL.Query().Get("attempt"), step)
 		}
 	}
 	if err != nil {

@@ -158,6 +158,7 @@ func (f *follower) run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("read job %s: %w", f.job.ID, err)
 		}
+		j = viewOf(j, f.step) // the attempt followed, even once the job has gone on to another
 		f.job = j
 		if !liveDone && h.Live != nil {
 			state, err := h.Live.StepState(ctx, j, f.step)
@@ -213,12 +214,13 @@ func (f *follower) neverRan(ctx context.Context, j *jobs.Job) bool {
 	for _, s := range all {
 		archived[s.Step] = final(s)
 	}
+	step, n := jobs.SplitLogStepKey(f.step)
 	for _, s := range j.Steps {
-		if s.Name == f.step {
+		if s.Name == step {
 			if s.Status != jobs.StepWaiting || s.StartedAt != nil {
 				return false
 			}
-		} else if (s.Status != jobs.StepWaiting || s.StartedAt != nil) && !archived[s.Name] {
+		} else if (s.Status != jobs.StepWaiting || s.StartedAt != nil) && !archived[jobs.LogStepKey(s.Name, n)] {
 			return false
 		}
 	}

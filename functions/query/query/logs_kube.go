@@ -6,6 +6,7 @@ import (
 
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/kube/names"
 )
 
 // KubeLogs is LiveLogs on the build clusters, through shared/kube: the job's pods in the
@@ -17,13 +18,15 @@ type KubeLogs struct {
 var _ LiveLogs = KubeLogs{}
 
 // StepState implements LiveLogs: the newest pod in which the step's container started
-// (kube.StepContainer); waiting while the job has pods but none has started it.
+// (kube.StepContainer); waiting while the job has pods but none has started it. step is the
+// step's log key (jobs.LogStepKey): its attempt picks the pods, j shows that attempt.
 func (k KubeLogs) StepState(ctx context.Context, j *jobs.Job, step string) (StepState, error) {
 	c, err := k.Clusters.Get(j.Cluster)
 	if err != nil {
 		return StepState{}, err
 	}
-	pods, err := c.Pods(ctx, j.Namespace, j.ID)
+	step, n := jobs.SplitLogStepKey(step)
+	pods, err := c.Pods(ctx, j.Namespace, names.AttemptKey(j.ID, n))
 	if err != nil {
 		return StepState{}, err
 	}
@@ -46,5 +49,6 @@ func (k KubeLogs) OpenLog(ctx context.Context, j *jobs.Job, pod, step string, o 
 	if err != nil {
 		return nil, err
 	}
-	return c.StreamLogs(ctx, j.Namespace, pod, step, o)
+	container, _ := jobs.SplitLogStepKey(step)
+	return c.StreamLogs(ctx, j.Namespace, pod, container, o)
 }

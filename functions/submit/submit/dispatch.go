@@ -7,20 +7,24 @@ import (
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
+	"net/http"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/cloudevents/sdk-go/v2/protocol"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"knative.dev/pkg/logging"
 
 	"github.com/omnibuildplatform/omni-orchestrator/shared/events"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/kube"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/kube/names"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/manifest"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/queue"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/store"
@@ -41,7 +45,8 @@ type Instance interface {
 	Capacity() int
 	Weight() int
 	// HasJob reports whether the job's Kubernetes Job exists there, in namespace.
-	HasJob(ctx context.Context, namespace, jobID string) (bool, error)
+	// key is names.AttemptKey(job id, attempt).
+	HasJob(ctx context.Context, namespace, key string) (bool, error)
 }
 
 // Instances lists the engine instances of an arch.
@@ -204,7 +209,9 @@ func (h *Handler) load(ctx context.Context) (*state, int, error) {
 			j = known[id]
 		}
 		dispatched := j != nil && !j.Status.Terminal() && j.Status != jobs.StatusQueued && j.Queue != nil && j.Queue.Claim == claim
-		ended := j == nil || j.Status.Terminal()
+		// A claim of an attempt the job has left behind (it went back to the queue) is as
+		// good as the claim of an ended job.
+		ended := j == nil || j.Status.Terminal() || (claimAttempt(claim) > 0 && claimAttempt(claim) < j.CurrentAttempt())
 		if !dispatched && (ended || now.Sub(sl.ClaimedAt) > d.orphanAge()) {
 			if ok, err := d.Store.ReleaseSlot(ctx, sl.Scope, sl.Index, sl.Holder); err != nil {
 				return nil, 0, fmt.Errorf("dispatch: release slot: %w", err)
@@ -334,7 +341,7 @@ func (h *Handler) place(ctx context.Context, st *state, pol *queue.Policy, j *jo
 		pick -= max(in.Weight(), 1)
 	}
 
-	claim := newClaim()
+	claim := newClaim(j.CurrentAttempt())
 	holder := holderOf(j.ID, claim)
 	var taken []store.Slot
 	release := func() {
@@ -470,21 +477,28 @@ func (h *Handler) create(ctx context.Context, j *jobs.Job, target Target, objs [
 		cerr = target.Create(ctx, j.ID, objs)
 	}
 	if cerr != nil {
+		retry := rerr == nil && transient(cerr)
+		attempt := j.CurrentAttempt()
+		var previous jobs.Status
 		failed, changed, err := h.Store.UpdateJob(context.WithoutCancel(ctx), j.ID, func(j *jobs.Job) (bool, error) {
-			if j.Status.Terminal() {
+			if j.Status.Terminal() || j.Status == jobs.StatusQueued || j.CurrentAttempt() != attempt {
 				return false, nil
 			}
+			previous = j.Status
 			at := h.now()
 			j.Status, j.Reason, j.Message = jobs.StatusFailed, ReasonCreateFailed, cerr.Error()
 			j.FinishedAt, j.UpdatedAt = &at, at
+			if retry {
+				j.Retry(jobs.ReasonCreateFailed, cerr.Error())
+			}
 			return true, nil
 		})
 		if err != nil {
 			log.Errorw("could not record a failed creation; the resync repairs it", "job", j.ID, "error", err)
 			return false
 		}
-		if changed && !quiet {
-			h.emit(ctx, events.TypeJobChanged, failed, jobs.StatusPending)
+		if changed && !quiet { // submit's job.created shows the job as this left it
+			h.emit(ctx, events.TypeJobChanged, failed, previous)
 		}
 		return false
 	}
@@ -498,12 +512,28 @@ func (h *Handler) create(ctx context.Context, j *jobs.Job, target Target, objs [
 	return true
 }
 
+// transient reports whether a refusal to create a job's objects may pass on its own, so that
+// the job is worth another attempt: the cluster was unreachable, timed out, overloaded or
+// failed inside. A refusal on the merits (invalid, forbidden by policy or quota, conflicting)
+// is final.
+func transient(err error) bool {
+	var st apierrors.APIStatus
+	if !errors.As(err, &st) {
+		return true // no answer from the cluster: unreachable, reset, timed out
+	}
+	switch code := st.Status().Code; {
+	case code == http.StatusTooManyRequests, code >= 500:
+		return true
+	}
+	return false
+}
+
 // renderFor renders j's objects for target with cat.
 func (h *Handler) renderFor(cat Catalogue, j *jobs.Job, target Target) ([]*unstructured.Unstructured, error) {
 	objs, err := cat.Render(j.Task, manifest.Input{
 		JobID: j.ID, Namespace: target.JobNamespace(), Service: j.Service, Task: j.Task,
 		Domain: j.Domain, Arch: j.Arch, Parameters: j.Parameters,
-		TTLSecondsAfterFinished: h.TTLSecondsAfterFinished, Labels: j.Labels,
+		TTLSecondsAfterFinished: h.TTLSecondsAfterFinished, Labels: j.Labels, Attempt: j.CurrentAttempt(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("render %s: %w", j.Task, err)
@@ -593,7 +623,7 @@ func (h *Handler) repair(ctx context.Context, st *state) int {
 		if err != nil {
 			continue
 		}
-		ok, err := in.HasJob(ctx, j.Namespace, j.ID)
+		ok, err := in.HasJob(ctx, j.Namespace, names.AttemptKey(j.ID, j.CurrentAttempt()))
 		if err != nil || ok {
 			continue
 		}
@@ -619,10 +649,26 @@ func (d *Dispatcher) repairAfter() time.Duration {
 	return 20 * time.Second
 }
 
-func newClaim() string {
+// newClaim names a new claim of attempt n: "a<n>-" and 16 random hex digits.
+func newClaim(attempt int) string {
 	b := make([]byte, 8)
 	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
+	return "a" + strconv.Itoa(attempt) + "-" + hex.EncodeToString(b)
+}
+
+// claimAttempt is the attempt a claim was made for (0 for a claim named before attempts
+// existed).
+func claimAttempt(claim string) int {
+	rest, ok := strings.CutPrefix(claim, "a")
+	if !ok {
+		return 0
+	}
+	num, _, ok := strings.Cut(rest, "-")
+	n, err := strconv.Atoi(num)
+	if !ok || err != nil {
+		return 0
+	}
+	return n
 }
 
 // receiveDispatch runs a pass for a Broker event (terminal job.changed, queued job.created);

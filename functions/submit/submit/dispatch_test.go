@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/omnibuildplatform/omni-orchestrator/shared/auth"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
@@ -28,6 +30,7 @@ type fakeInstance struct {
 
 	mu      sync.Mutex
 	objects map[string]int // job id → creations
+	refuse  []error        // the next creations fail with these, in turn
 }
 
 func (f *fakeInstance) ClusterName() string  { return f.name }
@@ -37,6 +40,11 @@ func (f *fakeInstance) Weight() int          { return f.weight }
 func (f *fakeInstance) Create(_ context.Context, id string, _ []*unstructured.Unstructured) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if len(f.refuse) > 0 {
+		err := f.refuse[0]
+		f.refuse = f.refuse[1:]
+		return err
+	}
 	f.objects[id]++
 	return nil
 }
@@ -465,5 +473,44 @@ func TestRerun(t *testing.T) {
 	stranger := &auth.Principal{User: "s", Role: auth.RoleSubmitter, Services: []string{"other"}}
 	if _, _, err := f.handlers[0].Rerun(ctx, stranger, orig.ID, ""); !errors.Is(err, jobs.ErrNotFound) {
 		t.Errorf("another service's submitter reruns: %v, want not found", err)
+	}
+}
+
+// A cluster that refuses a job's objects for a transient reason sends the job back to the queue
+// as a new attempt, whose slot claim frees the first one's at once; a refusal on the merits, or
+// the last attempt's, ends the job failed.
+func TestTransientCreateFailureRetries(t *testing.T) {
+	unavailable := apierrors.NewServiceUnavailable("etcd leader changed")
+	in := &fakeInstance{name: "arm-1", capacity: 1, weight: 1, refuse: []error{unavailable}}
+	f := newQueue(t, "jobTypes: {buildrpm: {maxAttempts: 2}}\n", 1, in)
+	ctx := context.Background()
+	j := f.submit(t, "release", "")
+	if j.Status != jobs.StatusQueued || j.Attempt != 2 || len(j.Attempts) != 1 || j.Attempts[0].Reason != jobs.ReasonCreateFailed {
+		t.Fatalf("after a 503 from the cluster: %s attempt %d %+v, want queued as attempt 2", j.Status, j.Attempt, j.Attempts)
+	}
+	rep, err := f.handlers[0].Dispatch(ctx, DispatchOptions{})
+	if err != nil || rep.Dispatched != 1 {
+		t.Fatalf("pass: %+v %v; want attempt 2 dispatched on the slot attempt 1 held", rep, err)
+	}
+	if got := f.get(t, j.ID); got.Status != jobs.StatusPending || in.objects[j.ID] != 1 || claimAttempt(got.Queue.Claim) != 2 {
+		t.Fatalf("attempt 2: %s, created %d times, claim %q", got.Status, in.objects[j.ID], got.Queue.Claim)
+	}
+	f.end(t, j.ID)
+
+	// The last attempt refused too: failed, with attempt 1 kept.
+	in.refuse = []error{unavailable, unavailable}
+	k := f.submit(t, "release", "")
+	if _, err := f.handlers[0].Dispatch(ctx, DispatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.get(t, k.ID); got.Status != jobs.StatusFailed || got.Reason != ReasonCreateFailed || len(got.Attempts) != 1 {
+		t.Fatalf("two refusals with maxAttempts 2: %s %s with %d earlier attempts, want failed with 1", got.Status, got.Reason, len(got.Attempts))
+	}
+
+	// Forbidden (a quota, an admission policy) is final at once.
+	in.refuse = []error{apierrors.NewForbidden(schema.GroupResource{Resource: "jobs"}, "x", errors.New("exceeded quota"))}
+	var ce *CreateError
+	if _, _, err := f.handlers[0].Submit(ctx, admin, request(), ""); !errors.As(err, &ce) || len(ce.Job.Attempts) != 0 {
+		t.Fatalf("forbidden: %v, want a CreateError without retry", err)
 	}
 }

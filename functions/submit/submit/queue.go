@@ -51,7 +51,7 @@ func (h *Handler) enqueue(ctx context.Context, req Request, params map[string]an
 	j := &jobs.Job{
 		ID: id, Service: req.Service, Task: req.Task, Domain: req.Domain, Arch: req.Arch,
 		Status: jobs.StatusQueued, Parameters: params, Labels: req.Labels, Callback: req.Callback, RerunOf: rerunOf,
-		Queue:     &jobs.Queue{Class: class, Slots: pol.Slots(req.Task), ConcurrencyKey: ckey},
+		Queue:     &jobs.Queue{Class: class, Slots: pol.Slots(req.Task), ConcurrencyKey: ckey, MaxAttempts: pol.MaxAttempts(req.Task)},
 		CreatedAt: now, UpdatedAt: now,
 	}
 	for _, s := range cat.Steps(req.Task) {
