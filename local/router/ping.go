@@ -157,6 +157,10 @@ func (r *Router) ping(ctx context.Context, p *pingSource) error {
 	ev := p.event.Clone()
 	ev.SetID(uuid.NewString())
 	ev.SetTime(time.Now())
+	if drop := r.drop.Load(); drop != nil && (*drop)(p.name, ev) {
+		r.log.Debugw("ping dropped on purpose", "pingsource", p.namespace+"/"+p.name)
+		return nil
+	}
 	for retry := 0; ; retry++ {
 		o := r.send(ctx, p.sink, ev, r.opts.requestTimeout, false, false, nil)
 		if o.ok() {

@@ -149,7 +149,8 @@ type Router struct {
 }
 
 // DropFunc chooses deliveries to drop: it is given the name of the Trigger and the event about
-// to be sent to that Trigger's subscriber, and returns true to drop it.
+// to be sent to that Trigger's subscriber (for a PingSource's tick: the PingSource's name and
+// its event), and returns true to drop it.
 type DropFunc func(trigger string, e event.Event) bool
 
 // SetDrop makes the router drop, silently and for good, every delivery for which fn returns

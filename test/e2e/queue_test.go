@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -14,10 +15,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/event"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 
@@ -581,4 +584,150 @@ func TestEvictedPodRunsAgain(t *testing.T) {
 	if got.Status != jobs.StatusFailed || got.CurrentAttempt() != 1 || len(got.Attempts) != 0 {
 		t.Errorf("failing step: %s as attempt %d with %d earlier attempts, want failed as attempt 1", got.Status, got.CurrentAttempt(), len(got.Attempts))
 	}
+}
+
+// dyingStore is the store of a dispatcher that dies (its goroutine ends, as the process would)
+// right after its first slot claim, before recording any dispatch.
+type dyingStore struct{ submit.QueueStore }
+
+func (d dyingStore) ClaimSlot(ctx context.Context, scope string, index int, holder string) (bool, error) {
+	ok, err := d.QueueStore.ClaimSlot(ctx, scope, index, holder)
+	if ok && err == nil {
+		goruntime.Goexit()
+	}
+	return ok, err
+}
+
+// dyingInstances are the instances of a dispatcher that dies right before creating a job's
+// objects, its dispatch recorded.
+type dyingInstances struct{ all submit.Instances }
+
+type dyingInstance struct{ submit.Instance }
+
+func (d dyingInstances) Instances(arch string) []submit.Instance {
+	var out []submit.Instance
+	for _, in := range d.all.Instances(arch) {
+		out = append(out, dyingInstance{in})
+	}
+	return out
+}
+
+// Instance returns the instance called name.
+func (d dyingInstances) Instance(name string) (submit.Instance, error) {
+	in, err := d.all.Instance(name)
+	return dyingInstance{in}, err
+}
+
+func (dyingInstance) Create(context.Context, string, []*unstructured.Unstructured) error {
+	goruntime.Goexit()
+	return nil
+}
+
+// TestDispatcherStoppedMidway: a dispatcher that stops between claiming a slot and recording the
+// dispatch, and one that stops between recording it and creating the objects: another replica
+// (its orphan and repair ages shortened) frees the orphaned claim and creates the objects, and
+// each job runs exactly once, on an instance never over its 2 slots. The dispatch Trigger's
+// deliveries and the dispatch resync's ticks are dropped meanwhile, so that only the test's
+// dispatchers place the jobs.
+func TestDispatcherStoppedMidway(t *testing.T) {
+	const arch, step = "aarch64", "build-rpm"
+	ins := omni.Deps.Clusters.Instances(arch)
+	qUsePolicy(t, ins[0].Name)
+	qWaitIdle(t, arch)
+	omni.Router.SetDrop(func(trigger string, _ event.Event) bool { return trigger == "dispatch" || trigger == "dispatch-resync" })
+	t.Cleanup(func() { omni.Router.SetDrop(nil) })
+	w := qWatch(t, arch, "qa")
+	replica := func(st submit.QueueStore, in submit.Instances) *submit.Handler {
+		return submit.New(submit.Settings{JobTTLSecondsAfterFinished: 3600}, submit.Deps{
+			Store: omni.Deps.Store, Catalogue: func() submit.Catalogue { return omni.Deps.Catalogue.Current() },
+			Clusters: submit.KubePlacer{Clusters: omni.Deps.Clusters}, Emitter: omni.Deps.Emitter,
+			Queue: submit.QueueDeps{Store: st, Instances: in, Policy: omni.Policy.Current},
+		})
+	}
+	kubeIns := submit.KubeInstances{Clusters: omni.Deps.Clusters}
+	healthy := replica(omni.Deps.Store, kubeIns)
+	healthy.Dispatcher.OrphanAge, healthy.Dispatcher.RepairAfter = time.Second, time.Second
+	die := func(h *submit.Handler) {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			h.Dispatch(context.Background(), submit.DispatchOptions{})
+			t.Error("the dying dispatcher's pass returned instead of stopping")
+		}()
+		select {
+		case <-done:
+		case <-time.After(time.Minute):
+			t.Fatal("the dying dispatcher's pass did not stop within a minute")
+		}
+	}
+	// Two held jobs fill the instance; x and y wait.
+	a := root.submit(t, rpmJob("qa", arch, map[string]string{platform.AnnotationHoldStep: step}))
+	b := root.submit(t, rpmJob("qa", arch, map[string]string{platform.AnnotationHoldStep: step}))
+	x, y := root.submit(t, rpmJob("qa", arch, nil)), root.submit(t, rpmJob("qa", arch, nil))
+	if a.Status != jobs.StatusPending || b.Status != jobs.StatusPending || x.Status != jobs.StatusQueued || y.Status != jobs.StatusQueued {
+		t.Fatalf("statuses %s %s %s %s, want pending pending queued queued", a.Status, b.Status, x.Status, y.Status)
+	}
+	qRelease(t, arch, a.ID, "")
+	root.wait(t, a.ID, "succeeded", func(j *jobs.Job) bool { return j.Status == jobs.StatusSucceeded })
+
+	// 1. Stopped after claiming the freed slot for x: x stays queued, the claim orphaned.
+	die(replica(dyingStore{omni.Deps.Store}, kubeIns))
+	if got := qGet(t, x.ID); got.Status != jobs.StatusQueued {
+		t.Fatalf("x after its dispatcher died holding a claim: %s, want queued", got.Status)
+	}
+	qDispatchUntil(t, healthy, "x dispatched once its orphaned claim is freed", func() bool { return qGet(t, x.ID).Status != jobs.StatusQueued })
+	root.wait(t, x.ID, "x succeeded", func(j *jobs.Job) bool { return j.Status == jobs.StatusSucceeded })
+
+	// 2. Stopped after recording y's dispatch, before creating its objects.
+	die(replica(omni.Deps.Store, dyingInstances{kubeIns}))
+	if got := qGet(t, y.ID); got.Status != jobs.StatusPending {
+		t.Fatalf("y after its dispatcher died before creating: %s, want pending", got.Status)
+	}
+	qDispatchUntil(t, healthy, "y's objects created by the repair", func() bool {
+		ok, err := ins[0].HasJob(context.Background(), "default", y.ID)
+		return err == nil && ok
+	})
+	root.wait(t, y.ID, "y succeeded", func(j *jobs.Job) bool { return j.Status == jobs.StatusSucceeded })
+	qRelease(t, arch, b.ID, "")
+	root.wait(t, b.ID, "b succeeded", func(j *jobs.Job) bool { return j.Status == jobs.StatusSucceeded })
+	for _, j := range []*jobs.Job{a, b, x, y} {
+		w.waitEnded(t, j.ID)
+	}
+	if n := w.maxInProgress(); n > 2 {
+		t.Errorf("the watches saw %d jobs in progress at once on an instance of 2 slots", n)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	count := map[string]int{}
+	for _, id := range w.started {
+		count[id]++
+	}
+	for _, j := range []*jobs.Job{a, b, x, y} {
+		if count[j.ID] != 1 {
+			t.Errorf("job %s was created %d times, want once", j.ID, count[j.ID])
+		}
+	}
+}
+
+// qDispatchUntil runs passes with repairs of h until cond holds (within 2 minutes).
+func qDispatchUntil(t *testing.T, h *submit.Handler, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if _, err := h.Dispatch(context.Background(), submit.DispatchOptions{Repair: true}); err != nil {
+			t.Fatalf("dispatch: %v", err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waited 2 minutes for %s", what)
+		}
+		<-tick.C
+	}
+}
+
+// qGet reads job id as root.
+func qGet(t *testing.T, id string) *jobs.Job {
+	t.Helper()
+	return root.do(t, http.MethodGet, "/v1/jobs/"+id, nil).job(t)
 }
