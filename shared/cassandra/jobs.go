@@ -245,7 +245,7 @@ func backoff(ctx context.Context, attempt int) error {
 }
 
 // writeIndexes writes j's rows of the list tables and adds it to or removes it from
-// active_jobs (the resync's list: the jobs for which jobs.Job.NeedsResync holds), in one
+// active_jobs (the resync's list: the jobs for which jobs.Job.Unsettled holds), in one
 // logged batch (all or, eventually, nothing) with the revision-derived timestamp (see writeTime).
 func (s *Store) writeIndexes(ctx context.Context, j *jobs.Job) error {
 	day := dayOf(j.CreatedAt)
@@ -254,7 +254,7 @@ func (s *Store) writeIndexes(ctx context.Context, j *jobs.Job) error {
 		j.Service, day, j.CreatedAt, j.ID, j.Task, j.Domain, string(j.Status))
 	b.Query(`INSERT INTO jobs_by_task (service, task, day, created_at, id, domain, status) VALUES (?, ?, ?, ?, ?, ?, ?)`,
 		j.Service, j.Task, day, j.CreatedAt, j.ID, j.Domain, string(j.Status))
-	if !j.NeedsResync() {
+	if !j.Unsettled() {
 		b.Query(`DELETE FROM active_jobs WHERE shard = ? AND created_at = ? AND id = ?`, shardOf(j.ID), j.CreatedAt, j.ID)
 	} else {
 		b.Query(`INSERT INTO active_jobs (shard, created_at, id) VALUES (?, ?, ?)`, shardOf(j.ID), j.CreatedAt, j.ID)

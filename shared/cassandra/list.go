@@ -204,7 +204,7 @@ type activeCursor struct {
 }
 
 // ListUnsettled implements store.Store. It reads up to limit rows after the cursor from every
-// shard of active_jobs (the jobs for which jobs.Job.NeedsResync held when written), merges them
+// shard of active_jobs (the jobs for which jobs.Job.Unsettled held when written), merges them
 // oldest first, and reads the jobs from jobs_by_id. A row whose job no longer needs the resync
 // (its index write failed after the job's last update) is repaired and skipped; a row without a job, older than an hour, is deleted. So a page may be short while
 // next is not "".
@@ -299,7 +299,7 @@ func (s *Store) ListUnsettled(ctx context.Context, cur string, limit int) ([]*jo
 					shardOf(orphan.ID), orphan.CreatedAt, orphan.ID).
 					WithContext(ctx).WithTimestamp(writeTime(orphan)).Idempotent(true).Exec()
 			}
-		case !j.NeedsResync():
+		case !j.Unsettled():
 			_ = s.writeIndexes(ctx, j) // finishes the update whose index write was lost
 		default:
 			out = append(out, j)

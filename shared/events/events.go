@@ -19,6 +19,10 @@ const (
 	TypeJobChanged   = "org.openeuler.omni.job.changed"
 	TypeLogsArchived = "org.openeuler.omni.logs.archived"
 	TypeLogsAppended = "org.openeuler.omni.logs.appended"
+	// TypeLogsRequested asks log-archive again for the logs of an ended job whose logs are not
+	// archived after the archive grace (its job.changed ended in the dead-letter sink, or was
+	// lost): status-sync's resync sends it, with the job as data (JobData), to log-archive only.
+	TypeLogsRequested = "org.openeuler.omni.logs.requested"
 )
 
 // The event types this project consumes from the Knative ApiServerSource (Resource mode) and PingSource.
@@ -83,6 +87,8 @@ func shortType(typ string) string {
 		return "created"
 	case TypeJobChanged:
 		return "changed"
+	case TypeLogsRequested:
+		return "logs-requested"
 	}
 	return typ
 }

@@ -176,6 +176,11 @@ type Job struct {
 	Disruption string `json:"disruption,omitempty"`
 	// Ran is what the job was dispatched with (nil until it is dispatched from the queue).
 	Ran *Ran `json:"ran,omitempty"`
+	// LogsArchived is set by log-archive once the log of every step of the ended job is
+	// archived, whole or as far as it could be, and the pods are released. Until then the job
+	// stays on the resync list (NeedsResync), so that an archive whose event was lost or
+	// dead-lettered is asked for again (docs/logs.md).
+	LogsArchived bool `json:"logsArchived,omitempty"`
 	// CancelRequested is set when a client asked to stop the job; the next observation ends it cancelled.
 	CancelRequested bool       `json:"cancelRequested,omitempty"`
 	CreatedAt       time.Time  `json:"createdAt"`
@@ -291,9 +296,17 @@ func (j *Job) StepsSettled() bool {
 
 // NeedsResync reports whether the resync must still read j back from its cluster: j has not
 // ended, or it ended but its steps do not agree with that yet (one is waiting without having been
-// seen not to start, or running). The stores keep the jobs for which it holds on the resync list.
+// seen not to start, or running).
 func (j *Job) NeedsResync() bool {
 	return !j.Status.Terminal() || !j.StepsSettled()
+}
+
+// Unsettled reports whether j belongs on the resync's list (ListUnsettled): it needs a resync
+// (NeedsResync), or it ended and its logs are not archived yet (LogsArchived), so that an
+// archive whose event was lost or dead-lettered is asked for again. The stores keep the jobs for
+// which it holds on that list.
+func (j *Job) Unsettled() bool {
+	return j.NeedsResync() || !j.LogsArchived
 }
 
 // Clone returns a deep copy of j.

@@ -102,3 +102,20 @@ func TestNeedsResync(t *testing.T) {
 		}
 	}
 }
+
+// Unsettled: on the resync's list until it needs no resync and its logs are archived.
+func TestUnsettled(t *testing.T) {
+	for name, tc := range map[string]struct {
+		job  Job
+		want bool
+	}{
+		"running":                    {Job{Status: StatusRunning, LogsArchived: true}, true},
+		"ended, steps settled":       {Job{Status: StatusSucceeded, Steps: []Step{{Status: StepSucceeded}}}, true},
+		"ended, logs archived":       {Job{Status: StatusSucceeded, LogsArchived: true, Steps: []Step{{Status: StepSucceeded}}}, false},
+		"ended, archived, step runs": {Job{Status: StatusSucceeded, LogsArchived: true, Steps: []Step{{Status: StepRunning}}}, true},
+	} {
+		if got := tc.job.Unsettled(); got != tc.want {
+			t.Errorf("%s: Unsettled = %v, want %v", name, got, tc.want)
+		}
+	}
+}

@@ -19,7 +19,7 @@ func TestPurge(t *testing.T) {
 	}
 	defer s.Close()
 	for _, j := range []*jobs.Job{
-		{ID: "done", Service: "svc", Task: "iso", Status: jobs.StatusSucceeded},
+		{ID: "done", Service: "svc", Task: "iso", Status: jobs.StatusSucceeded, LogsArchived: true},
 		{ID: "running", Service: "svc", Task: "iso", Status: jobs.StatusRunning},
 	} {
 		if err := s.CreateJob(ctx, j); err != nil {

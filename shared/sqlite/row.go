@@ -43,7 +43,7 @@ func (r *row) args() []any {
 	j := r.j
 	return []any{
 		j.ID, j.Service, j.Task, j.Domain, j.Arch, j.Cluster, j.Namespace, string(j.Status),
-		j.NeedsResync(), j.Reason, j.Message, j.Callback, j.CancelRequested,
+		j.Unsettled(), j.Reason, j.Message, j.Callback, j.CancelRequested,
 		r.Parameters, r.Labels, r.Steps, r.Observed,
 		j.CreatedAt.UnixMilli(), nullMillis(j.StartedAt), nullMillis(j.FinishedAt), j.UpdatedAt.UnixMilli(),
 		j.Revision, r.Queue,

@@ -340,7 +340,7 @@ func (s *Store) ListJobs(ctx context.Context, f store.Filter) (store.Page, error
 	return p, nil
 }
 
-// ListUnsettled implements store.Store: the jobs whose column active (jobs.Job.NeedsResync as
+// ListUnsettled implements store.Store: the jobs whose column active (jobs.Job.Unsettled as
 // last written) is 1.
 func (s *Store) ListUnsettled(ctx context.Context, cur string, limit int) ([]*jobs.Job, string, error) {
 	limit = store.ActiveLimit(limit)

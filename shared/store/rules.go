@@ -199,9 +199,9 @@ func EncodeJSONColumns(j *jobs.Job) (JSONColumns, error) {
 			return JSONColumns{}, err
 		}
 	}
-	if j.Queue != nil || j.RerunOf != "" || len(j.Reruns) > 0 || j.Ran != nil || j.Attempt != 0 || len(j.Attempts) > 0 || j.Disruption != "" {
+	if j.Queue != nil || j.RerunOf != "" || len(j.Reruns) > 0 || j.Ran != nil || j.Attempt != 0 || len(j.Attempts) > 0 || j.Disruption != "" || j.LogsArchived {
 		if c.Queue, err = EncodeJSON("queue", queueColumn{Queue: j.Queue, RerunOf: j.RerunOf, Reruns: j.Reruns, Ran: j.Ran,
-			Attempt: j.Attempt, Attempts: j.Attempts, Disruption: j.Disruption}); err != nil {
+			Attempt: j.Attempt, Attempts: j.Attempts, Disruption: j.Disruption, LogsArchived: j.LogsArchived}); err != nil {
 			return JSONColumns{}, err
 		}
 	}
@@ -212,13 +212,14 @@ func EncodeJSONColumns(j *jobs.Job) (JSONColumns, error) {
 // was dispatched with and its attempts (fields added since the queue column existed go here too,
 // so that no migration is needed).
 type queueColumn struct {
-	Queue      *jobs.Queue    `json:"queue,omitempty"`
-	RerunOf    string         `json:"rerunOf,omitempty"`
-	Reruns     []string       `json:"reruns,omitempty"`
-	Ran        *jobs.Ran      `json:"ran,omitempty"`
-	Attempt    int            `json:"attempt,omitempty"`
-	Attempts   []jobs.Attempt `json:"attempts,omitempty"`
-	Disruption string         `json:"disruption,omitempty"`
+	Queue        *jobs.Queue    `json:"queue,omitempty"`
+	RerunOf      string         `json:"rerunOf,omitempty"`
+	Reruns       []string       `json:"reruns,omitempty"`
+	Ran          *jobs.Ran      `json:"ran,omitempty"`
+	Attempt      int            `json:"attempt,omitempty"`
+	Attempts     []jobs.Attempt `json:"attempts,omitempty"`
+	Disruption   string         `json:"disruption,omitempty"`
+	LogsArchived bool           `json:"logsArchived,omitempty"`
 }
 
 // DecodeQueue decodes the queue column of a stored job ("" is none) into its queue record and
@@ -232,6 +233,6 @@ func DecodeQueue(j *jobs.Job, text string) error {
 		return fmt.Errorf("decode queue of job %s: %w", j.ID, err)
 	}
 	j.Queue, j.RerunOf, j.Reruns, j.Ran = q.Queue, q.RerunOf, q.Reruns, q.Ran
-	j.Attempt, j.Attempts, j.Disruption = q.Attempt, q.Attempts, q.Disruption
+	j.Attempt, j.Attempts, j.Disruption, j.LogsArchived = q.Attempt, q.Attempts, q.Disruption, q.LogsArchived
 	return nil
 }

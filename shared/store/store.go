@@ -36,8 +36,8 @@ type Store interface {
 	// descending). A page may hold fewer than Limit jobs, even none, while Next is not "": only an
 	// empty Next ends the listing.
 	ListJobs(ctx context.Context, f Filter) (Page, error)
-	// ListUnsettled returns up to limit jobs for which jobs.Job.NeedsResync holds as last stored
-	// — not ended, or ended with steps not settled yet — oldest first, starting after the cursor;
+	// ListUnsettled returns up to limit jobs for which jobs.Job.Unsettled holds as last stored
+	// — not ended, or ended with steps not settled or logs not archived yet — oldest first, starting after the cursor;
 	// next is "" at the end. The resync reads them back from their clusters.
 	ListUnsettled(ctx context.Context, cursor string, limit int) (js []*jobs.Job, next string, err error)
 	// ClaimIdempotencyKey records that (service, key) created jobID, unless the pair is already

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -23,6 +24,7 @@ import (
 	"github.com/omnibuildplatform/omni-orchestrator/local/platform"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/events"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/kube/names"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/sqlite"
 )
 
@@ -253,4 +255,58 @@ func pods(t *testing.T, cluster, id string) []corev1.Pod {
 		t.Fatal(err)
 	}
 	return list.Items
+}
+
+// TestDeadLetteredArchiveIsRepaired: a job whose job.changed never reaches log-archive (every
+// delivery to its Trigger dropped, as when they end in the dead-letter sink) keeps its pods held
+// by the log-archive finalizer and stays on the resync's list. A status-sync resync (a replica
+// with a short archive grace) asks log-archive again (logs.requested, its own Trigger): the logs
+// are archived, the job recorded archived and off the list, and no pod keeps the finalizer.
+func TestDeadLetteredArchiveIsRepaired(t *testing.T) {
+	const cluster, step = "x86_64", "build-rpm"
+	ctx := context.Background()
+	j := alice.submit(t, rpmJob("team-a", cluster, map[string]string{platform.AnnotationHoldStep: step}))
+	omni.Router.SetDrop(func(trigger string, e event.Event) bool { return trigger == "log-archive" && e.Subject() == j.ID })
+	t.Cleanup(func() { omni.Router.SetDrop(nil) })
+	qRelease(t, cluster, j.ID, "")
+	ended := alice.wait(t, j.ID, "succeeded", func(j *jobs.Job) bool { return j.Status == jobs.StatusSucceeded && !j.NeedsResync() })
+	if ended.LogsArchived {
+		t.Fatal("the job is recorded archived although every delivery to log-archive was dropped")
+	}
+	held := 0
+	for _, p := range pods(t, cluster, j.ID) {
+		if slices.Contains(p.Finalizers, names.PodFinalizer) {
+			held++
+		}
+	}
+	if held == 0 {
+		t.Fatal("no pod of the job holds the log-archive finalizer: the dropped archive left nothing to repair")
+	}
+	replica := statussync.New(statussync.Settings{ResyncGrace: time.Minute, ArchiveGrace: time.Millisecond}, statussync.Deps{
+		Store: omni.Deps.Store, Observer: statussync.KubeObserver{Clusters: omni.Deps.Clusters}, Emitter: omni.Deps.Emitter})
+	deadline := time.Now().Add(2 * time.Minute)
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if _, err := replica.Resync(ctx); err != nil {
+			t.Fatalf("resync: %v", err)
+		}
+		got := alice.do(t, http.MethodGet, "/v1/jobs/"+j.ID, nil).job(t)
+		left := 0
+		for _, p := range pods(t, cluster, j.ID) {
+			if slices.Contains(p.Finalizers, names.PodFinalizer) {
+				left++
+			}
+		}
+		if got.LogsArchived && left == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("2 minutes after the resync asked again: logs archived %v, %d pods still holding the finalizer", got.LogsArchived, left)
+		}
+		<-tick.C
+	}
+	if r := alice.do(t, http.MethodGet, "/v1/jobs/"+j.ID+"/logs/"+step+":download", nil); r.code != http.StatusOK || len(r.body) == 0 {
+		t.Errorf("download after the repaired archive: %d (%d bytes)", r.code, len(r.body))
+	}
 }

@@ -44,9 +44,11 @@ type Store interface {
 	LogSteps(ctx context.Context, jobID string) ([]store.LogStep, error)
 }
 
-// Jobs reads job records (to check pushed lines against their job).
+// Jobs reads job records (to check pushed lines against their job) and records that a job's
+// logs are archived (jobs.Job.LogsArchived).
 type Jobs interface {
 	GetJob(ctx context.Context, id string) (*jobs.Job, error)
+	UpdateJob(ctx context.Context, id string, fn func(*jobs.Job) (bool, error)) (*jobs.Job, bool, error)
 }
 
 // Cluster is what log-archive needs of one build cluster (*kube.Cluster is one).
@@ -99,7 +101,7 @@ var errStillRunning = errors.New("still running")
 func (h *Handler) Receive(ctx context.Context, e event.Event) (*event.Event, protocol.Result) {
 	log := logging.FromContext(ctx).With(zap.String("event", e.ID()), zap.String("type", e.Type()))
 	switch e.Type() {
-	case events.TypeJobChanged:
+	case events.TypeJobChanged, events.TypeLogsRequested:
 		var d events.JobData
 		if err := json.Unmarshal(e.Data(), &d); err != nil || d.Job == nil || d.ID == "" {
 			return nil, jobs.Invalid("data", "%s: data is not a job: %v", Name, err)
@@ -122,6 +124,9 @@ func (h *Handler) Receive(ctx context.Context, e event.Event) (*event.Event, pro
 		if !res.Settled() {
 			return nil, protocol.ResultACK
 		}
+		if err := h.markArchived(ctx, d.ID); err != nil {
+			return nil, fmt.Errorf("%s: %w", Name, err)
+		}
 		reply, err := events.NewLogsArchivedEvent(Name, d.Job, res.Data(d.Job))
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", Name, err)
@@ -142,6 +147,22 @@ func (h *Handler) Receive(ctx context.Context, e event.Event) (*event.Event, pro
 		return nil, protocol.ResultACK
 	}
 	return nil, jobs.Invalid("type", "%s: unexpected event type %q", Name, e.Type())
+}
+
+// markArchived records that the logs of ended job id are archived, which takes it off the
+// resync's list (jobs.Job.NeedsResync). A job gone from the store needs nothing.
+func (h *Handler) markArchived(ctx context.Context, id string) error {
+	_, _, err := h.Jobs.UpdateJob(ctx, id, func(j *jobs.Job) (bool, error) {
+		if j.LogsArchived || !j.Status.Terminal() {
+			return false, nil
+		}
+		j.LogsArchived = true
+		return true, nil
+	})
+	if err != nil && !errors.Is(err, jobs.ErrNotFound) {
+		return fmt.Errorf("record the logs of job %s archived: %w", id, err)
+	}
+	return nil
 }
 
 // Result is the archive state of a job's steps after Archive, in the job's step order.

@@ -172,3 +172,22 @@ func TestEventsOfEarlierAttemptIgnored(t *testing.T) {
 		t.Fatalf("after attempt 2's pod succeeded: %s with %d earlier attempts", got.Status, len(got.Attempts))
 	}
 }
+
+// The event that ends an attempt lost is acknowledged, and its reply announces the job queued
+// again (its own retry leaves the job on no cluster: that is no foreign cluster).
+func TestRetryingEventAnnouncesQueued(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	h := New(Settings{}, Deps{Store: st, Observer: observer{}, Emitter: &emitter{}})
+	j := queuedJob(3)
+	j.Status = jobs.StatusRunning
+	if err := st.CreateJob(ctx, j); err != nil {
+		t.Fatal(err)
+	}
+	p := evictedPod("30", true)
+	p.Kind, p.Labels = "Pod", map[string]string{names.LabelJobID: "j1"}
+	reply, res := h.Receive(ctx, cloudEvent(t, recEvent{pod: p}))
+	if !protocol.IsACK(res) || reply == nil || reply.Extensions()["omnistatus"] != "queued" {
+		t.Fatalf("reply %v, result %v; want an ACK and job.changed to queued", reply, res)
+	}
+}

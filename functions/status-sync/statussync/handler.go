@@ -52,6 +52,11 @@ type Handler struct {
 	// Grace is how old a job must be before resync may declare its objects gone (default 1m),
 	// so a job whose submit is still creating objects is not taken for lost.
 	Grace time.Duration
+	// ArchiveGrace is how long after its end a job whose logs are not archived yet is handed to
+	// log-archive again by the resync (logs.requested; default 20m: past the log-archive
+	// Trigger's own retries, about 17 minutes, so that only a lost or dead-lettered archive is
+	// asked for again).
+	ArchiveGrace time.Duration
 	// Now returns the current time (default time.Now).
 	Now func() time.Time
 }
@@ -136,10 +141,12 @@ func (h *Handler) Receive(ctx context.Context, e event.Event) (*event.Event, pro
 
 	var outcome Outcome
 	var previous jobs.Status
-	attempt, otherAttempt := names.AttemptOf(obj.Metadata.Labels), false
+	attempt, otherAttempt, foreign := names.AttemptOf(obj.Metadata.Labels), false, false
 	j, _, err := h.Store.UpdateJob(ctx, id, func(j *jobs.Job) (bool, error) {
 		// An object of an earlier attempt (docs/queue.md) says nothing about the current one.
-		if otherAttempt = attempt != j.CurrentAttempt(); otherAttempt || cluster != j.Cluster {
+		otherAttempt = attempt != j.CurrentAttempt()
+		foreign = !otherAttempt && cluster != j.Cluster
+		if otherAttempt || foreign {
 			outcome = Stale
 			return false, nil
 		}
@@ -159,8 +166,8 @@ func (h *Handler) Receive(ctx context.Context, e event.Event) (*event.Event, pro
 		log.Debugw("ignoring an object of another attempt", "job", id, "attempt", attempt, "current", j.CurrentAttempt())
 		return nil, protocol.ResultACK
 	}
-	if cluster != j.Cluster {
-		return nil, jobs.Invalid("cluster", "status-sync: event from cluster %q about job %s, which runs on another cluster", cluster, id)
+	if foreign { // (judged before the event applied: its own retry leaves the job on no cluster)
+		return nil, jobs.Invalid("cluster", "status-sync: event from cluster %q about job %s, which runs on another cluster (%q, %s, attempt %d; the object is of attempt %d)", cluster, id, j.Cluster, j.Status, j.CurrentAttempt(), attempt)
 	}
 	switch outcome {
 	case Changed:
@@ -222,6 +229,9 @@ func (h *Handler) resyncJob(ctx context.Context, j *jobs.Job) (bool, error) {
 	if j.Status == jobs.StatusQueued {
 		return false, nil // nothing on a cluster yet: the dispatcher's business (docs/queue.md)
 	}
+	if j.Status.Terminal() && j.StepsSettled() {
+		return false, h.requestLogs(ctx, j) // only its logs are not archived yet
+	}
 	snap, err := h.Observer.Observe(ctx, j.Cluster, j.Namespace, names.AttemptKey(j.ID, j.CurrentAttempt()))
 	if err != nil {
 		return false, fmt.Errorf("observe job %s: %w", j.ID, err)
@@ -252,6 +262,32 @@ func (h *Handler) resyncJob(ctx context.Context, j *jobs.Job) (bool, error) {
 		return true, fmt.Errorf("emit job.changed for %s: %w", j.ID, err)
 	}
 	return true, nil
+}
+
+// requestLogs hands ended job j, whose logs are not archived, to log-archive again
+// (logs.requested) once it has ended ArchiveGrace ago: its own job.changed was lost or ended in
+// the dead-letter sink, and its pods are still held by the finalizer. Every resync asks again
+// until log-archive records the job archived.
+func (h *Handler) requestLogs(ctx context.Context, j *jobs.Job) error {
+	if j.LogsArchived || j.FinishedAt == nil || h.now().Sub(*j.FinishedAt) < h.archiveGrace() {
+		return nil
+	}
+	e, err := events.NewJobEvent(events.TypeLogsRequested, Name, j, j.Status)
+	if err != nil {
+		return err
+	}
+	if err := h.Emitter.Emit(ctx, e); err != nil {
+		return fmt.Errorf("emit logs.requested for %s: %w", j.ID, err)
+	}
+	logging.FromContext(ctx).Infow("asked log-archive again for the logs of an ended job", "job", j.ID, "finishedAt", j.FinishedAt)
+	return nil
+}
+
+func (h *Handler) archiveGrace() time.Duration {
+	if h.ArchiveGrace > 0 {
+		return h.ArchiveGrace
+	}
+	return 20 * time.Minute
 }
 
 // since is when a job's objects were first due on its cluster: its dispatch from the queue,
@@ -288,6 +324,9 @@ func (k KubeObserver) Observe(ctx context.Context, cluster, namespace, key strin
 type Settings struct {
 	// ResyncGrace is how old a job must be before resync may call its objects gone. Default 1m.
 	ResyncGrace time.Duration `envconfig:"OMNI_RESYNC_GRACE" default:"1m"`
+	// ArchiveGrace is how long after its end a job whose logs are not archived is handed to
+	// log-archive again by the resync. Default 20m.
+	ArchiveGrace time.Duration `envconfig:"OMNI_ARCHIVE_GRACE" default:"20m"`
 }
 
 // Deps are what status-sync uses.
@@ -299,7 +338,7 @@ type Deps struct {
 
 // New builds the status-sync handler.
 func New(s Settings, d Deps) *Handler {
-	return &Handler{Store: d.Store, Observer: d.Observer, Emitter: d.Emitter, Grace: s.ResyncGrace}
+	return &Handler{Store: d.Store, Observer: d.Observer, Emitter: d.Emitter, Grace: s.ResyncGrace, ArchiveGrace: s.ArchiveGrace}
 }
 
 // Function serves h: POST / takes ApiServerSource events (from the Broker), POST /resync takes

@@ -557,7 +557,7 @@ func activeIDs(t *testing.T, f *fixture, limit int, mine map[string]bool) []stri
 			t.Fatalf("ListUnsettled returned %d jobs for limit %d", len(js), limit)
 		}
 		for _, j := range js {
-			if !j.NeedsResync() {
+			if !j.Unsettled() {
 				t.Errorf("ListUnsettled returned %s, settled in status %s", j.ID, j.Status)
 			}
 			if seen[j.ID] {
@@ -579,12 +579,12 @@ func activeIDs(t *testing.T, f *fixture, limit int, mine map[string]bool) []stri
 	}
 }
 
-// testListUnsettled: the resync's list holds the jobs that have not ended and those that ended
-// with steps not settled yet, until they are.
+// testListUnsettled: the resync's list holds the jobs that have not ended, those that ended
+// with steps not settled yet, until they are, and those whose logs are not archived yet.
 func testListUnsettled(t *testing.T, f *fixture) {
 	mk := func(status jobs.Status, created time.Time) *jobs.Job {
 		j := f.newJob("iso", created)
-		j.Status = status
+		j.Status, j.LogsArchived = status, true
 		return f.create(t, j)
 	}
 	pending := mk(jobs.StatusPending, f.base.Add(time.Minute))
@@ -626,6 +626,16 @@ func testListUnsettled(t *testing.T, f *fixture) {
 	f.update(t, done.ID, func(j *jobs.Job) { j.Steps[0].Reason = jobs.StepReasonNotStarted })
 	if got := activeIDs(t, f, 2, mine); len(got) != 0 {
 		t.Errorf("ListUnsettled after all ended and settled = %v, want none", got)
+	}
+
+	// Ended and settled, but its logs are not archived (yet, or again): listed until they are.
+	f.update(t, done.ID, func(j *jobs.Job) { j.LogsArchived = false })
+	if got := activeIDs(t, f, 2, mine); !slices.Equal(got, []string{done.ID}) {
+		t.Errorf("ListUnsettled with a job's logs not archived = %v, want [%s]", got, done.ID)
+	}
+	f.update(t, done.ID, func(j *jobs.Job) { j.LogsArchived = true })
+	if got := activeIDs(t, f, 2, mine); len(got) != 0 {
+		t.Errorf("ListUnsettled once its logs are archived = %v, want none", got)
 	}
 }
 
