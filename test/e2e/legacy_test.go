@@ -428,3 +428,41 @@ func TestLegacyErrors(t *testing.T) {
 	newLegacyClient(t, "alice", "wrong").do(t, http.MethodGet, "/v1/jobs?"+legacyIdentity(task, legacyDomain, "01m8f9d6ecg576fhj04x11ggjg"), "", nil).
 		wantError(t, "wrong password", http.StatusUnauthorized, "")
 }
+
+// The OpenAPI document shows the legacy routes under their own tag, and only them.
+func TestLegacyOpenAPITag(t *testing.T) {
+	var doc struct {
+		Tags []struct {
+			Name string `json:"name"`
+		} `json:"tags"`
+		Paths map[string]map[string]struct {
+			Tags []string `json:"tags"`
+		} `json:"paths"`
+	}
+	r := anon.do(t, http.MethodGet, "/openapi.json", nil)
+	if err := json.Unmarshal(r.body, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(doc.Tags, func(tag struct {
+		Name string `json:"name"`
+	}) bool {
+		return tag.Name == "legacy"
+	}) {
+		t.Errorf("no tag legacy among %v", doc.Tags)
+	}
+	n := 0
+	for path, ops := range doc.Paths {
+		for method, op := range ops {
+			isLegacy := strings.HasPrefix(path, "/legacy/")
+			if isLegacy {
+				n++
+			}
+			if got := slices.Contains(op.Tags, "legacy"); got != isLegacy {
+				t.Errorf("%s %s: tags %v", method, path, op.Tags)
+			}
+		}
+	}
+	if n != 6 {
+		t.Errorf("%d legacy operations documented, want 6 (create, get, stop, batchQuery, logs, health)", n)
+	}
+}
