@@ -178,7 +178,7 @@ func (h *Handler) job(r *http.Request, ident identity) (*jobs.Job, error) {
 		return nil, errJobNotFound // e.g. a UUID of the predecessor's jobs
 	}
 	var j jobs.Job
-	if err := h.call(r, http.MethodGet, h.query, "/v1/jobs/"+url.PathEscape(ident.id), nil, nil, &j); err != nil {
+	if err := h.call(r, CallGetJob, ident.id, nil, nil, &j); err != nil {
 		return nil, notFound(err)
 	}
 	if !ident.matches(&j) {
@@ -206,7 +206,7 @@ func (h *Handler) serveCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var j jobs.Job
-	if err := h.call(r, http.MethodPost, h.submit, "/v1/jobs", nil, v1, &j); err != nil {
+	if err := h.call(r, CallCreate, "", nil, v1, &j); err != nil {
 		writeError(w, r, err)
 		return
 	}
@@ -301,7 +301,7 @@ func (h *Handler) batch(r *http.Request, ident identity, idList []string) ([]*Jo
 		var resp struct {
 			Jobs []*jobs.Job `json:"jobs"`
 		}
-		if err := h.call(r, http.MethodPost, h.query, "/v1/jobs:batchGet", nil, map[string]any{"ids": chunk}, &resp); err != nil {
+		if err := h.call(r, CallBatchGet, "", nil, map[string]any{"ids": chunk}, &resp); err != nil {
 			return nil, err
 		}
 		for _, j := range resp.Jobs {
@@ -326,7 +326,7 @@ func (h *Handler) serveStop(w http.ResponseWriter, r *http.Request) {
 	}
 	if err == nil {
 		var after jobs.Job
-		err = notFound(h.call(r, http.MethodDelete, h.submit, "/v1/jobs/"+url.PathEscape(j.ID), nil, nil, &after))
+		err = notFound(h.call(r, CallCancel, j.ID, nil, nil, &after))
 		if err == nil && after.Status != jobs.StatusCancelled {
 			err = finished(&after) // it ended by itself just before the cancel
 		}
@@ -396,7 +396,7 @@ func (h *Handler) serveLogs(w http.ResponseWriter, r *http.Request) {
 		v1q.Set("after", pos)
 	}
 	var page logPage
-	if err := h.call(r, http.MethodGet, h.query, "/v1/jobs/"+url.PathEscape(j.ID)+"/logs", v1q, nil, &page); err != nil {
+	if err := h.call(r, CallLogs, j.ID, v1q, nil, &page); err != nil {
 		var e *Error
 		if errors.As(err, &e) && e.Code == http.StatusBadRequest {
 			e.Message = strings.Replace(e.Message, "after", "startTimeUUID", 1)

@@ -44,10 +44,34 @@ type problem struct {
 	Field  string `json:"field"`
 }
 
-// call sends method path?q with body (JSON, if not nil) to the /v1 API at base, as the caller
-// of in (its credentials and forwarded-for chain), and decodes a 2xx answer into out. Any
-// other answer is an *Error with the /v1 status and the problem's detail.
-func (h *Handler) call(in *http.Request, method, base, path string, q url.Values, body, out any) error {
+// Call is one kind of /v1 request the layer makes: its method, its path (with {id} for the
+// job id) and the function that serves it, whose base URL it is sent to. test/deploy checks
+// that the HTTPRoute of config/ sends each one to the same function.
+type Call struct {
+	Method, Path, Function string
+}
+
+// The /v1 requests the layer makes.
+var (
+	CallCreate   = Call{http.MethodPost, "/v1/jobs", "submit"}
+	CallCancel   = Call{http.MethodDelete, "/v1/jobs/{id}", "submit"}
+	CallGetJob   = Call{http.MethodGet, "/v1/jobs/{id}", "query"}
+	CallBatchGet = Call{http.MethodPost, "/v1/jobs:batchGet", "query"}
+	CallLogs     = Call{http.MethodGet, "/v1/jobs/{id}/logs", "query"}
+	// Calls lists them all.
+	Calls = []Call{CallCreate, CallCancel, CallGetJob, CallBatchGet, CallLogs}
+)
+
+// call sends c for job id (if its path names one) with query q and body (JSON, if not nil) to
+// the /v1 API of c's function, as the caller of in (its credentials and forwarded-for chain),
+// and decodes a 2xx answer into out. Any other answer is an *Error with the /v1 status and the
+// problem's detail.
+func (h *Handler) call(in *http.Request, c Call, id string, q url.Values, body, out any) error {
+	base := h.query
+	if c.Function == "submit" {
+		base = h.submit
+	}
+	method, path := c.Method, strings.Replace(c.Path, "{id}", url.PathEscape(id), 1)
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
