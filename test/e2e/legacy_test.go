@@ -391,6 +391,13 @@ func TestLegacyStopAndFail(t *testing.T) {
 	}
 	r = c.do(t, http.MethodDelete, "/v1/jobs?"+legacyIdentity(task, legacyDomain, failing), "", nil)
 	r.wantError(t, "stop of a failed job", http.StatusInternalServerError, "it's already finished")
+	// Log positions are the layer's own: a forged one is refused naming it; a step beyond the
+	// last is refused.
+	logs := "/v1/jobs/logs?" + legacyIdentity(task, legacyDomain, failing)
+	c.do(t, http.MethodGet, logs+"&stepID=1&startTimeUUID=forged", "", nil).
+		wantError(t, "forged position", http.StatusBadRequest, "startTimeUUID")
+	c.do(t, http.MethodGet, logs+"&stepID=4", "", nil).wantError(t, "step 4 of 3", http.StatusBadRequest, "stepID")
+	c.do(t, http.MethodGet, logs, "", nil).wantError(t, "no stepID", http.StatusBadRequest, "stepID")
 }
 
 // The predecessor's error answers.
