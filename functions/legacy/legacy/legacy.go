@@ -171,6 +171,15 @@ func queryIdentity(q url.Values) (identity, error) {
 	return ident, nil
 }
 
+// jobOf reads the job r's query string names (see job).
+func (h *Handler) jobOf(r *http.Request) (*jobs.Job, error) {
+	ident, err := queryIdentity(r.URL.Query())
+	if err != nil {
+		return nil, err
+	}
+	return h.job(r, ident)
+}
+
 // job reads the job ident names through the /v1 API: errJobNotFound when it does not exist, is
 // not visible to the caller, or is not of ident's service, task and domain.
 func (h *Handler) job(r *http.Request, ident identity) (*jobs.Job, error) {
@@ -235,11 +244,7 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 
 // serveGet: GET {prefix}/v1/jobs?service&task&domain&ID → GET /v1/jobs/{id} on query.
 func (h *Handler) serveGet(w http.ResponseWriter, r *http.Request) {
-	ident, err := queryIdentity(r.URL.Query())
-	var j *jobs.Job
-	if err == nil {
-		j, err = h.job(r, ident)
-	}
+	j, err := h.jobOf(r)
 	if err != nil {
 		writeError(w, r, err)
 		return
@@ -316,11 +321,7 @@ func (h *Handler) batch(r *http.Request, ident identity, idList []string) ([]*Jo
 // serveStop: DELETE {prefix}/v1/jobs?service&task&domain&ID → DELETE /v1/jobs/{id} on submit,
 // for a job that has not ended only (the /v1 DELETE of an ended job would delete its objects).
 func (h *Handler) serveStop(w http.ResponseWriter, r *http.Request) {
-	ident, err := queryIdentity(r.URL.Query())
-	var j *jobs.Job
-	if err == nil {
-		j, err = h.job(r, ident)
-	}
+	j, err := h.jobOf(r)
 	if err == nil && j.Status.Terminal() {
 		err = finished(j)
 	}
