@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/omnibuildplatform/omni-orchestrator/functions/legacy/legacy"
 	"github.com/omnibuildplatform/omni-orchestrator/functions/log-archive/logarchive"
 	"github.com/omnibuildplatform/omni-orchestrator/functions/notify/notify"
 	"github.com/omnibuildplatform/omni-orchestrator/functions/query/query"
@@ -46,6 +47,7 @@ type (
 	StatusSyncSettings = statussync.Settings
 	QuerySettings      = query.Settings
 	NotifySettings     = notify.Settings
+	LegacySettings     = legacy.Settings
 )
 
 // settings are every setting the functions the local host runs read (the same variables as
@@ -62,6 +64,8 @@ type settings struct {
 	StatusSyncSettings
 	QuerySettings
 	NotifySettings
+	LegacySettings
+	legacy.ReleasesEnv
 	// Store is sqlite:<path> or a cassandra:// URL. Default: SQLite in the data folder.
 	Store string `envconfig:"OMNI_STORE"`
 	// CassandraUsername and CassandraPassword authenticate to a cassandra:// store (default none).
@@ -167,8 +171,27 @@ func (m *Main) functions(ctx context.Context, s *settings, d *Deps, dataDir stri
 		return nil, fmt.Errorf("%s: %w", notify.Name, err)
 	}
 
+	// legacy: the predecessor's API, calling this process's own public /v1 API unless
+	// OMNI_LEGACY_SUBMIT_URL / OMNI_LEGACY_QUERY_URL say otherwise.
+	ls := s.LegacySettings
+	for name, set := range map[string]*string{"OMNI_LEGACY_SUBMIT_URL": &ls.SubmitURL, "OMNI_LEGACY_QUERY_URL": &ls.QueryURL} {
+		if _, ok := os.LookupEnv(name); !ok {
+			*set = m.URL
+		}
+	}
+	releases, err := s.ReleasesEnv.Open()
+	if err != nil {
+		return nil, err
+	}
+	go func() { _ = releases.Watch(ctx) }()
+	lh, err := legacy.New(ls, legacy.Deps{Releases: releases.Current})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", legacy.Name, err)
+	}
+
 	return []function{
 		{name: submit.Name, public: true, fn: submitFn},
+		{name: legacy.Name, public: true, fn: lh.Function()},
 		{name: query.Name, public: true, fn: q.Function(ready)},
 		{name: statussync.Name, fn: m.StatusSync.Function(ready)},
 		{name: logarchive.Name, fn: archive.Function(ready)},

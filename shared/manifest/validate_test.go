@@ -103,7 +103,7 @@ func TestValidateAppliesDefaults(t *testing.T) {
 			params: releaseParams(),
 			want: map[string]any{
 				"version": "24.03-LTS", "packages": []any{"bash", "kernel"}, "repos": []any{"https://example.org/os/"},
-				"format": "calamares-iso", "product": "openEuler", "release": "1", "variant": "Server",
+				"format": "calamares-iso", "product": "openEuler", "release": "1", "variant": "Server", "userID": "",
 			},
 		},
 		"given values win": {
@@ -111,7 +111,7 @@ func TestValidateAppliesDefaults(t *testing.T) {
 			params: map[string]any{"version": "1", "packages": []any{"a"}, "repos": []any{"http://r/"}, "format": "vhd", "release": "7"},
 			want: map[string]any{
 				"version": "1", "packages": []any{"a"}, "repos": []any{"http://r/"},
-				"format": "vhd", "product": "openEuler", "release": "7", "variant": "Server",
+				"format": "vhd", "product": "openEuler", "release": "7", "variant": "Server", "userID": "",
 			},
 		},
 		"rpm lists default empty": {

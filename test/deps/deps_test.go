@@ -34,6 +34,8 @@ func TestFunctionDependencies(t *testing.T) {
 		"log-archive": {sqlite, migrate, localHost, templates, users},
 		// notify reads each job and its callback URL from the store (events are hints: docs/security.md).
 		"notify": {sqlite, migrate, localHost, templates, users, kube},
+		// legacy translates into /v1 calls made as its caller: no store, cluster, job type or user of its own.
+		"legacy": {sqlite, migrate, localHost, templates, users, kube, cassandra},
 	} {
 		t.Run(fn, func(t *testing.T) {
 			t.Parallel()
