@@ -47,7 +47,7 @@ func New(baseURL, user, password string) *Client {
 // Error is an answer of the API other than a success: its problem document (RFC 9457).
 type Error struct {
 	// Status is the HTTP status code.
-	Status int `json:"status"`
+	Status int    `json:"status"`
 	Title  string `json:"title"`
 	Detail string `json:"detail"`
 	// Field names the offending input field of a 400.
