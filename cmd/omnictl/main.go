@@ -113,6 +113,7 @@ func (a *app) run(ctx context.Context, args []string) int {
 		if len(args) > 1 {
 			if c := lookup(args[1]); c != nil {
 				fs := a.flagSet(c)
+				c.setup(a, fs)
 				fs.SetOutput(a.stdout)
 				fs.Usage()
 				return exitOK
@@ -171,7 +172,11 @@ func (a *app) flagSet(c *command) *flag.FlagSet {
 	fs.StringVar(&a.url, "url", "", "base URL of the API (default: $OMNI_URL, then the config file)")
 	fs.StringVar(&a.user, "user", "", "user name (default: $OMNI_USER, then the config file)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: omnictl %s %s[flags]\n\n%s.\n\nflags:\n", c.name, strings.TrimSpace(c.args+" "), c.summary)
+		args := c.args
+		if args != "" {
+			args += " "
+		}
+		fmt.Fprintf(fs.Output(), "usage: omnictl %s %s[flags]\n\n%s.\n\nflags:\n", c.name, args, c.summary)
 		fs.PrintDefaults()
 	}
 	return fs

@@ -85,7 +85,7 @@ func (a *app) submitCmd(fs *flag.FlagSet) func(context.Context, []string) error 
 			}
 			return a.outcome(j)
 		case *wait:
-			fmt.Fprintf(a.stderr, "job %s: %s\n", j.ID, j.Status)
+			// The progress display names the job and its status.
 			if j, err = a.waitJob(ctx, c, j.ID, *interval, true); err != nil {
 				return err
 			}

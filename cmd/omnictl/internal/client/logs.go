@@ -66,9 +66,7 @@ func (c *Client) Download(ctx context.Context, id, step string, w io.Writer) err
 	req.Header.Set("Accept", "text/plain")
 	resp, err := c.send(req)
 	if err != nil {
-		if StatusOf(err) == http.StatusConflict {
-			return fmt.Errorf("download the log of %s step %s: not archived yet (the job is still running, or log-archive has not stored it): follow it with `omnictl logs -f`: %w", id, step, err)
-		}
+		// A 409 says the step is not archived yet; its detail says what to do instead.
 		return fmt.Errorf("download the log of %s step %s: %w", id, step, err)
 	}
 	defer resp.Body.Close()
