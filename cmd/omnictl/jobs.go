@@ -16,23 +16,31 @@ import (
 // requestTimeout bounds one request that is not a stream.
 const requestTimeout = time.Minute
 
+// call runs a command made of one API request: it checks the positional arguments against
+// names, makes the client and bounds the request by requestTimeout.
+func (a *app) call(ctx context.Context, args, names []string, do func(context.Context, *client.Client) error) error {
+	if err := wantArgs(args, names...); err != nil {
+		return err
+	}
+	c, _, err := a.client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	return do(ctx, c)
+}
+
 // getCmd: omnictl get ID.
 func (a *app) getCmd(fs *flag.FlagSet) func(context.Context, []string) error {
 	return func(ctx context.Context, args []string) error {
-		if err := wantArgs(args, "ID"); err != nil {
-			return err
-		}
-		c, _, err := a.client()
-		if err != nil {
-			return err
-		}
-		ctx, cancel := context.WithTimeout(ctx, requestTimeout)
-		defer cancel()
-		j, err := c.Job(ctx, args[0])
-		if err != nil {
-			return err
-		}
-		return a.printJob(j)
+		return a.call(ctx, args, []string{"ID"}, func(ctx context.Context, c *client.Client) error {
+			j, err := c.Job(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			return a.printJob(j)
+		})
 	}
 }
 
@@ -109,20 +117,13 @@ func duration(start, end *time.Time, now time.Time) string {
 // cancelCmd: omnictl cancel ID.
 func (a *app) cancelCmd(fs *flag.FlagSet) func(context.Context, []string) error {
 	return func(ctx context.Context, args []string) error {
-		if err := wantArgs(args, "ID"); err != nil {
-			return err
-		}
-		c, _, err := a.client()
-		if err != nil {
-			return err
-		}
-		ctx, cancel := context.WithTimeout(ctx, requestTimeout)
-		defer cancel()
-		j, err := c.Cancel(ctx, args[0])
-		if err != nil {
-			return err
-		}
-		return a.printRaw(j.JSON(), func() { fmt.Fprintf(a.stdout, "job %s: %s\n", j.ID, j.Status) })
+		return a.call(ctx, args, []string{"ID"}, func(ctx context.Context, c *client.Client) error {
+			j, err := c.Cancel(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			return a.printRaw(j.JSON(), func() { fmt.Fprintf(a.stdout, "job %s: %s\n", j.ID, j.Status) })
+		})
 	}
 }
 
@@ -130,20 +131,13 @@ func (a *app) cancelCmd(fs *flag.FlagSet) func(context.Context, []string) error 
 func (a *app) rerunCmd(fs *flag.FlagSet) func(context.Context, []string) error {
 	key := fs.String("idempotency-key", "", "a repeat with the same key answers the first rerun instead of queueing another")
 	return func(ctx context.Context, args []string) error {
-		if err := wantArgs(args, "ID"); err != nil {
-			return err
-		}
-		c, _, err := a.client()
-		if err != nil {
-			return err
-		}
-		ctx, cancel := context.WithTimeout(ctx, requestTimeout)
-		defer cancel()
-		j, err := c.Rerun(ctx, args[0], *key)
-		if err != nil {
-			return err
-		}
-		return a.printRaw(j.JSON(), func() { fmt.Fprintf(a.stdout, "job %s: %s (rerun of %s)\n", j.ID, j.Status, args[0]) })
+		return a.call(ctx, args, []string{"ID"}, func(ctx context.Context, c *client.Client) error {
+			j, err := c.Rerun(ctx, args[0], *key)
+			if err != nil {
+				return err
+			}
+			return a.printRaw(j.JSON(), func() { fmt.Fprintf(a.stdout, "job %s: %s (rerun of %s)\n", j.ID, j.Status, args[0]) })
+		})
 	}
 }
 
@@ -259,43 +253,36 @@ func (a *app) queueCmd(fs *flag.FlagSet) func(context.Context, []string) error {
 	service := fs.String("service", "", "only jobs of this service")
 	class := fs.String("class", "", "only jobs of this priority class")
 	return func(ctx context.Context, args []string) error {
-		if err := wantArgs(args); err != nil {
-			return err
-		}
-		c, _, err := a.client()
-		if err != nil {
-			return err
-		}
-		ctx, cancel := context.WithTimeout(ctx, requestTimeout)
-		defer cancel()
-		v, err := c.Queue(ctx, *arch, *service, *class)
-		if err != nil {
-			return err
-		}
-		return a.printRaw(v.JSON(), func() {
-			now := time.Now()
-			if len(v.Waiting) == 0 {
-				fmt.Fprintln(a.stderr, "no job waits")
-			} else {
-				t := a.newTable("POS", "ID", "SERVICE", "TASK", "ARCH", "CLASS", "SLOTS", "WAITING", "REASON")
-				for _, w := range v.Waiting {
-					t.row(fmt.Sprint(w.Position), w.ID, w.Service, w.Task, w.Arch, w.Class, fmt.Sprint(w.Slots), age(w.CreatedAt, now), w.Reason)
+		return a.call(ctx, args, nil, func(ctx context.Context, c *client.Client) error {
+			v, err := c.Queue(ctx, *arch, *service, *class)
+			if err != nil {
+				return err
+			}
+			return a.printRaw(v.JSON(), func() {
+				now := time.Now()
+				if len(v.Waiting) == 0 {
+					fmt.Fprintln(a.stderr, "no job waits")
+				} else {
+					t := a.newTable("POS", "ID", "SERVICE", "TASK", "ARCH", "CLASS", "SLOTS", "WAITING", "REASON")
+					for _, w := range v.Waiting {
+						t.row(fmt.Sprint(w.Position), w.ID, w.Service, w.Task, w.Arch, w.Class, fmt.Sprint(w.Slots), age(w.CreatedAt, now), w.Reason)
+					}
+					t.flush()
+				}
+				if v.Hidden > 0 {
+					fmt.Fprintf(a.stderr, "%d more of other services\n", v.Hidden)
+				}
+				fmt.Fprintln(a.stdout)
+				t := a.newTable("INSTANCE", "ARCH", "CAPACITY", "IN USE", "FREE")
+				for _, in := range v.Instances {
+					capacity, free := fmt.Sprint(in.Capacity), fmt.Sprint(in.Free)
+					if in.Unlimited {
+						capacity, free = "unlimited", "unlimited"
+					}
+					t.row(in.Name, in.Arch, capacity, fmt.Sprint(in.InUse), free)
 				}
 				t.flush()
-			}
-			if v.Hidden > 0 {
-				fmt.Fprintf(a.stderr, "%d more of other services\n", v.Hidden)
-			}
-			fmt.Fprintln(a.stdout)
-			t := a.newTable("INSTANCE", "ARCH", "CAPACITY", "IN USE", "FREE")
-			for _, in := range v.Instances {
-				capacity, free := fmt.Sprint(in.Capacity), fmt.Sprint(in.Free)
-				if in.Unlimited {
-					capacity, free = "unlimited", "unlimited"
-				}
-				t.row(in.Name, in.Arch, capacity, fmt.Sprint(in.InUse), free)
-			}
-			t.flush()
+			})
 		})
 	}
 }

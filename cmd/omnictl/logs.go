@@ -124,8 +124,8 @@ func (a *app) followSteps(ctx context.Context, c *client.Client, j *client.Job, 
 		wg.Go(func() {
 			end, err := f.Follow(ctx)
 			if err != nil {
+				errs <- err // before cancel: the others' context errors come after it
 				cancel()
-				errs <- err
 				return
 			}
 			if end.Incomplete {

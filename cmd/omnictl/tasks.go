@@ -15,29 +15,22 @@ import (
 // tasksCmd: omnictl tasks.
 func (a *app) tasksCmd(fs *flag.FlagSet) func(context.Context, []string) error {
 	return func(ctx context.Context, args []string) error {
-		if err := wantArgs(args); err != nil {
-			return err
-		}
-		c, _, err := a.client()
-		if err != nil {
-			return err
-		}
-		ctx, cancel := context.WithTimeout(ctx, requestTimeout)
-		defer cancel()
-		tasks, err := c.Tasks(ctx)
-		if err != nil {
-			return err
-		}
-		raws := make([]json.RawMessage, len(tasks))
-		for i, t := range tasks {
-			raws[i] = t.JSON()
-		}
-		return a.printRaw(jsonList("tasks", raws), func() {
-			t := a.newTable("NAME", "ARCHES", "STEPS", "PARAMETERS (* required)")
-			for _, task := range tasks {
-				t.row(task.Name, strings.Join(task.Arches, ","), strings.Join(task.Steps, ","), paramSummary(task.Schema))
+		return a.call(ctx, args, nil, func(ctx context.Context, c *client.Client) error {
+			tasks, err := c.Tasks(ctx)
+			if err != nil {
+				return err
 			}
-			t.flush()
+			raws := make([]json.RawMessage, len(tasks))
+			for i, t := range tasks {
+				raws[i] = t.JSON()
+			}
+			return a.printRaw(jsonList("tasks", raws), func() {
+				t := a.newTable("NAME", "ARCHES", "STEPS", "PARAMETERS (* required)")
+				for _, task := range tasks {
+					t.row(task.Name, strings.Join(task.Arches, ","), strings.Join(task.Steps, ","), paramSummary(task.Schema))
+				}
+				t.flush()
+			})
 		})
 	}
 }

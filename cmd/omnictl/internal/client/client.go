@@ -190,9 +190,9 @@ func retryable(err error) bool {
 	switch StatusOf(err) {
 	case 0:
 		var ne net.Error
+		// Refused, reset and timed-out connections are net.Errors.
 		return errors.As(err, &ne) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
-			errors.Is(err, net.ErrClosed) || strings.Contains(err.Error(), "connection refused") ||
-			strings.Contains(err.Error(), "connection reset")
+			errors.Is(err, net.ErrClosed)
 	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 		return true
 	}
