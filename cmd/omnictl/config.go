@@ -57,6 +57,9 @@ func (a *app) readConfig() (config, string, error) {
 	if err != nil {
 		return c, path, fmt.Errorf("read config: %w", err)
 	}
+	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		fmt.Fprintf(a.stderr, "omnictl: warning: %s holds a password and others may read it (mode %v): chmod 600 it\n", path, fi.Mode().Perm())
+	}
 	if err := yaml.Unmarshal(b, &c); err != nil {
 		return c, path, fmt.Errorf("read config %s: %w", path, err)
 	}

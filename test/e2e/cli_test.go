@@ -151,12 +151,12 @@ func testCLIJSON(t *testing.T, cli cliRunner) {
 	j := alice.submit(t, rpmJob("team-a", "aarch64", map[string]string{"team": "cli"}))
 	alice.wait(t, j.ID, "settled", settled)
 
-	out := cliSameAsAPI(t, cli, j.ID, func(out string) (map[string]any, error) {
+	getOut := cliSameAsAPI(t, cli, j.ID, func(out string) (map[string]any, error) {
 		var got map[string]any
 		return got, json.Unmarshal([]byte(out), &got)
 	}, "get", j.ID, "-o", "json")
 	var typed jobs.Job
-	if err := json.Unmarshal([]byte(out), &typed); err != nil || typed.ID != j.ID {
+	if err := json.Unmarshal([]byte(getOut), &typed); err != nil || typed.ID != j.ID {
 		t.Errorf("get -o json as a job: %v (id %q)", err, typed.ID)
 	}
 
@@ -186,8 +186,20 @@ func testCLIJSON(t *testing.T, cli cliRunner) {
 		return nil, fmt.Errorf("job %s is not listed", j.ID)
 	}, "list", "--service", "team-a", "--task", "buildrpm", "--since", "10m", "-o", "json")
 
+	// The queue and the job types as JSON and YAML.
+	out, errOut, code := cli.run(t, "", "queue", "-o", "json")
+	var q struct{ Instances []struct{ Name, Arch string } }
+	if err := json.Unmarshal([]byte(out), &q); code != 0 || err != nil || len(q.Instances) != 2 {
+		t.Errorf("queue -o json: exit %d, %v: %s %s", code, err, out, errOut)
+	}
+	out, errOut, code = cli.run(t, "", "tasks", "-o", "yaml")
+	var tasks struct{ Tasks []struct{ Name string } }
+	if err := yaml.Unmarshal([]byte(out), &tasks); code != 0 || err != nil || len(tasks.Tasks) < 4 {
+		t.Errorf("tasks -o yaml: exit %d, %v: %s %s", code, err, out, errOut)
+	}
+
 	// Piped without -o: one tab-separated row per job, no header.
-	out, _, code := cli.run(t, "", "list", "--service", "team-a", "--since", "10m")
+	out, _, code = cli.run(t, "", "list", "--service", "team-a", "--since", "10m")
 	if code != 0 || !strings.Contains(out, j.ID+"\tteam-a\tbuildrpm\taarch64\tsucceeded\t") || strings.Contains(out, "SERVICE") {
 		t.Errorf("list piped: exit %d:\n%s", code, out)
 	}
