@@ -68,6 +68,12 @@ func (a *app) printJob(j *client.Job) error {
 		for _, k := range slices.Sorted(maps.Keys(j.Labels)) {
 			t.row("label", k+"="+j.Labels[k])
 		}
+		if j.Attempt > 1 {
+			t.row("attempt", fmt.Sprint(j.Attempt))
+		}
+		for _, at := range j.Attempts {
+			t.row(fmt.Sprintf("attempt %d", at.Number), strings.TrimSpace(at.Status+" "+at.Reason+" "+at.Message))
+		}
 		if j.RerunOf != "" {
 			t.row("rerun of", j.RerunOf)
 		}

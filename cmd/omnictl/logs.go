@@ -16,6 +16,7 @@ func (a *app) logsCmd(fs *flag.FlagSet) func(context.Context, []string) error {
 	all := fs.Bool("all-steps", false, "every step in order, each line prefixed with [step]")
 	follow := fs.Bool("f", false, "follow: print lines as they are written, until the job has ended and the log is archived; a dropped connection resumes where it stopped")
 	fs.BoolVar(follow, "follow", false, "same as -f")
+	attempt := fs.Int("attempt", 0, "the log of this attempt of the job (default: the current one; earlier attempts were lost to the infrastructure and retried)")
 	return func(ctx context.Context, args []string) error {
 		if err := wantArgs(args, "ID"); err != nil {
 			return err
@@ -41,10 +42,10 @@ func (a *app) logsCmd(fs *flag.FlagSet) func(context.Context, []string) error {
 			steps = stepNames(j)
 		}
 		if *follow {
-			return a.followSteps(ctx, c, j, steps, *all)
+			return a.followSteps(ctx, c, j, *attempt, steps, *all)
 		}
 		for _, s := range steps {
-			if err := a.printPages(ctx, c, j.ID, s, *all); err != nil {
+			if err := a.printPages(ctx, c, j.ID, *attempt, s, *all); err != nil {
 				return err
 			}
 		}
@@ -54,12 +55,12 @@ func (a *app) logsCmd(fs *flag.FlagSet) func(context.Context, []string) error {
 
 // printPages prints the log of step as it is now: page after page up to its end, or up to
 // what the running container has written so far.
-func (a *app) printPages(ctx context.Context, c *client.Client, id, step string, prefix bool) error {
+func (a *app) printPages(ctx context.Context, c *client.Client, id string, attempt int, step string, prefix bool) error {
 	w := newLineWriter(a.stdout, prefix)
 	after := ""
 	for {
 		rctx, cancel := context.WithTimeout(ctx, requestTimeout)
-		p, err := c.LogPage(rctx, id, step, after, 0)
+		p, err := c.LogPage(rctx, id, attempt, step, after, 0)
 		cancel()
 		if err != nil {
 			return err
@@ -104,7 +105,7 @@ func (lw *lineWriter) write(step string, lines []client.LogLine) error {
 // all streams run at once, and a step's lines are held back until the steps before it are done
 // (their container ended, or their log ended), so that the output reads in the order the steps
 // ran while each step still shows live.
-func (a *app) followSteps(ctx context.Context, c *client.Client, j *client.Job, steps []string, prefix bool) error {
+func (a *app) followSteps(ctx context.Context, c *client.Client, j *client.Job, attempt int, steps []string, prefix bool) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	o := &orderedSteps{w: newLineWriter(a.stdout, prefix), steps: steps, bufs: make([]stepBuffer, len(steps))}
@@ -112,7 +113,7 @@ func (a *app) followSteps(ctx context.Context, c *client.Client, j *client.Job, 
 	var wg sync.WaitGroup
 	for i, s := range steps {
 		f := &client.Follower{
-			Client: c, ID: j.ID, Step: s,
+			Client: c, ID: j.ID, Step: s, Attempt: attempt,
 			Lines: func(_ string, lines []client.LogLine) error { return o.lines(i, lines) },
 			State: func(_, state string) { o.state(i, state) },
 			Reconnected: func(step string, err error) {
@@ -210,6 +211,7 @@ func (o *orderedSteps) advance() error {
 
 // downloadCmd: omnictl download ID STEP.
 func (a *app) downloadCmd(fs *flag.FlagSet) func(context.Context, []string) error {
+	attempt := fs.Int("attempt", 0, "the log of this attempt of the job (default: the current one)")
 	return func(ctx context.Context, args []string) error {
 		if err := wantArgs(args, "ID", "STEP"); err != nil {
 			return err
@@ -218,6 +220,6 @@ func (a *app) downloadCmd(fs *flag.FlagSet) func(context.Context, []string) erro
 		if err != nil {
 			return err
 		}
-		return c.Download(ctx, args[0], args[1], a.stdout)
+		return c.Download(ctx, args[0], *attempt, args[1], a.stdout)
 	}
 }

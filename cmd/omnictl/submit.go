@@ -76,7 +76,7 @@ func (a *app) submitCmd(fs *flag.FlagSet) func(context.Context, []string) error 
 		switch {
 		case *follow:
 			fmt.Fprintf(a.stderr, "job %s: %s\n", j.ID, j.Status)
-			if err := a.followSteps(ctx, c, j, stepNames(j), true); err != nil {
+			if err := a.followSteps(ctx, c, j, 0, stepNames(j), true); err != nil {
 				return err
 			}
 			// The logs end once the job has ended and its steps are archived.

@@ -34,10 +34,14 @@ type Job struct {
 	Queue      *QueueRecord      `json:"queue"`
 	RerunOf    string            `json:"rerunOf"`
 	Reruns     []string          `json:"reruns"`
-	CreatedAt  *time.Time        `json:"createdAt"`
-	StartedAt  *time.Time        `json:"startedAt"`
-	FinishedAt *time.Time        `json:"finishedAt"`
-	Revision   int64             `json:"revision"`
+	// Attempt is the attempt under way (0 or 1: the first); Attempts the earlier ones, lost to
+	// the infrastructure and retried (docs/queue.md).
+	Attempt    int        `json:"attempt"`
+	Attempts   []Attempt  `json:"attempts"`
+	CreatedAt  *time.Time `json:"createdAt"`
+	StartedAt  *time.Time `json:"startedAt"`
+	FinishedAt *time.Time `json:"finishedAt"`
+	Revision   int64      `json:"revision"`
 }
 
 // UnmarshalJSON decodes the job and keeps its JSON.
@@ -78,6 +82,14 @@ type Step struct {
 	Message    string     `json:"message"`
 	StartedAt  *time.Time `json:"startedAt"`
 	FinishedAt *time.Time `json:"finishedAt"`
+}
+
+// Attempt is an earlier attempt of a job, lost to the infrastructure.
+type Attempt struct {
+	Number  int    `json:"number"`
+	Status  string `json:"status"`
+	Reason  string `json:"reason"`
+	Message string `json:"message"`
 }
 
 // QueueRecord is a job's place in the build queue (docs/queue.md).

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -36,10 +37,19 @@ type LogPage struct {
 // Done reports whether the log ends with this page.
 func (p *LogPage) Done() bool { return p.Complete || p.Incomplete }
 
-// LogPage returns the lines of step after cursor (from the start when empty); step "" is the
-// job's first step.
-func (c *Client) LogPage(ctx context.Context, id, step, after string, limit int) (*LogPage, error) {
+// attemptQuery is the query of a log request of attempt n (0: the current one).
+func attemptQuery(n int) url.Values {
 	q := url.Values{}
+	if n > 0 {
+		q.Set("attempt", strconv.Itoa(n))
+	}
+	return q
+}
+
+// LogPage returns the lines of step of attempt (0: the current one) after cursor (from the
+// start when empty); step "" is the job's first step.
+func (c *Client) LogPage(ctx context.Context, id string, attempt int, step, after string, limit int) (*LogPage, error) {
+	q := attemptQuery(attempt)
 	if step != "" {
 		q.Set("step", step)
 	}
@@ -56,10 +66,10 @@ func (c *Client) LogPage(ctx context.Context, id, step, after string, limit int)
 	return &p, nil
 }
 
-// Download copies the whole archived log of step to w, byte for byte. Before the step is
-// archived the API answers 409 (see docs/api.md).
-func (c *Client) Download(ctx context.Context, id, step string, w io.Writer) error {
-	req, err := c.newRequest(ctx, http.MethodGet, "/v1/jobs/"+url.PathEscape(id)+"/logs/"+url.PathEscape(step)+":download", nil, nil)
+// Download copies the whole archived log of step of attempt (0: the current one) to w, byte
+// for byte. Before the step is archived the API answers 409 (see docs/api.md).
+func (c *Client) Download(ctx context.Context, id string, attempt int, step string, w io.Writer) error {
+	req, err := c.newRequest(ctx, http.MethodGet, "/v1/jobs/"+url.PathEscape(id)+"/logs/"+url.PathEscape(step)+":download", attemptQuery(attempt), nil)
 	if err != nil {
 		return err
 	}
@@ -89,8 +99,9 @@ type FollowEnd struct {
 type Follower struct {
 	// Client is the API.
 	Client *Client
-	// ID and Step name the log.
+	// ID and Step name the log; Attempt the job's attempt (0: the current one).
 	ID, Step string
+	Attempt  int
 	// Cursor is where to start (empty: the first line); Follow keeps it at the last line handed
 	// over.
 	Cursor string
@@ -171,7 +182,9 @@ func cmpOrDur(a, b time.Duration) time.Duration {
 func (f *Follower) connect(ctx context.Context) (progressed bool, end *FollowEnd, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	q := url.Values{"step": {f.Step}, "follow": {"true"}}
+	q := attemptQuery(f.Attempt)
+	q.Set("step", f.Step)
+	q.Set("follow", "true")
 	if f.Cursor != "" {
 		q.Set("after", f.Cursor)
 	}
