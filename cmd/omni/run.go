@@ -49,10 +49,17 @@ Submit an RPM build on the aarch64 cluster and read it back:
     "service": "local", "task": "buildrpm", "arch": "aarch64",
     "parameters": {"srpmUrl": "https://repo.openeuler.org/openEuler-24.03-LTS/source/Packages/zlib-1.3.1-1.oe2403.src.rpm"}}'
   curl -u %s:%s '%s/v1/jobs?service=local'
-
-Ctrl-C stops everything this started.
 `, time.Since(start).Round(time.Millisecond), m.URL, m.URL, m.User, m.Password, opts.DataDir,
 		m.User, m.Password, m.URL, m.User, m.Password, m.URL, m.User, m.Password, m.URL)
+	fmt.Printf(`
+Or with the CLI (go install ./cmd/omnictl; docs/cli.md), following the logs to the job's end:
+
+  export OMNI_URL=%s OMNI_USER=%s OMNI_PASSWORD=%s OMNI_SERVICE=local
+  omnictl submit buildrpm --arch aarch64 --param srpmUrl=https://repo.openeuler.org/openEuler-24.03-LTS/source/Packages/zlib-1.3.1-1.oe2403.src.rpm --follow
+  omnictl list
+
+Ctrl-C stops everything this started.
+`, m.URL, m.User, m.Password)
 	<-ctx.Done()
 	fmt.Fprintln(os.Stderr, "stopping…")
 	return m.Close()

@@ -54,6 +54,34 @@ func TestFunctionDependencies(t *testing.T) {
 	}
 }
 
+// The client-only CLI installs anywhere with `go install`: it speaks only the public HTTP API,
+// so it links the standard library, a YAML library and terminal detection, and nothing of the
+// server (client-go, k8s.io, gocql, SQLite, Knative, CloudEvents, shared/…).
+func TestCLIDependencies(t *testing.T) {
+	allowed := []string{
+		module + "/cmd/omnictl", // its own packages
+		"go.yaml.in/yaml/v3",    // the config file, --params-file, -o yaml
+		"golang.org/x/term",     // terminal detection, password prompt
+		"golang.org/x/sys/",     // x/term's system calls
+	}
+	deps := goList(t, "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", "./cmd/omnictl")
+	if len(deps) == 0 {
+		t.Fatal("go list found no package of cmd/omnictl")
+	}
+	for _, d := range deps {
+		ok := false
+		for _, prefix := range allowed {
+			if d == strings.TrimSuffix(prefix, "/") || strings.HasPrefix(d, strings.TrimSuffix(prefix, "/")+"/") {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			t.Errorf("cmd/omnictl links %s: the CLI may link only the standard library and %v (docs/cli.md)", d, allowed)
+		}
+	}
+}
+
 // shared/ holds only what the functions share: nothing in it imports a function, the local
 // host, a test package or a command.
 func TestSharedImportsNothingAbove(t *testing.T) {
