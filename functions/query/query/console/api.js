@@ -44,14 +44,14 @@ export async function api(method, path, { query, body, headers } = {}) {
   return data;
 }
 
-/** explain turns an error into one sentence for the reader. */
-export function explain(err, what = 'this') {
+/** explain turns an error into one sentence for the reader; what is what was tried ("cancel this job"). */
+export function explain(err, what = 'do this') {
   if (!(err instanceof APIError)) return `Something went wrong: ${err && err.message ? err.message : err}`;
   const detail = err.problem.detail || err.problem.title || '';
   switch (err.status) {
     case 0: return `Network error: ${detail}. The page retries by itself.`;
     case 401: return 'You are not signed in, or your credentials were refused. Reload the page to sign in again.';
-    case 403: return `Not allowed: your role may not do ${what} (${detail}).`;
+    case 403: return `Not allowed: you may not ${what} (${detail}).`;
     case 404: return `Not found: ${detail}. It does not exist, or it belongs to a service you may not see.`;
     case 400: return `Invalid request${err.problem.field ? ` — field “${err.problem.field}”` : ''}: ${detail}`;
     case 409: return `Conflict: ${detail}`;

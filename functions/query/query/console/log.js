@@ -17,7 +17,6 @@ export function logView(el, job, step, onError) {
     download: `${job}-${step}.log`, title: 'Available once the step is archived (after the job ends)', 'aria-disabled': 'true' }, 'Download');
   const follow = h('button', { type: 'button', id: 'log-follow', hidden: true, onclick: () => { stick = true; toBottom(); } }, '↓ Follow');
   const pane = h('div', { class: 'log', id: 'log', tabindex: '0', onscroll: () => {
-    if (programmatic) { programmatic = false; return; }
     stick = pane.scrollTop + pane.clientHeight >= pane.scrollHeight - 4;
     follow.hidden = stick;
   } });
@@ -26,7 +25,6 @@ export function logView(el, job, step, onError) {
   replace(el, h('div', { class: 'logbar' }, h('strong', {}, step), state, search, h('label', { class: 'only' }, only, 'only matches'), hits, follow, download), pane);
 
   let stick = true; // follow the end until the reader scrolls up
-  let programmatic = false;
   let last = 0; // the number of the last line shown
   let cursor = ''; // the cursor after it
   let ended = false;
@@ -35,7 +33,6 @@ export function logView(el, job, step, onError) {
   let timer = null;
 
   function toBottom() {
-    programmatic = true;
     pane.scrollTop = pane.scrollHeight;
     follow.hidden = true;
   }
