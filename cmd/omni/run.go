@@ -39,6 +39,7 @@ func runCommand(ctx context.Context, args []string) error {
 omni-orchestrator is running (started in %s).
 
   API:          %s   (OpenAPI document: %s/openapi.json)
+  console:      %s/ui/   (in a browser; sign in as the user below)
   user:         %s
   password:     %s   (kept in %s/credentials)
   job types:    curl -u %s:%s %s/v1/tasks
@@ -51,7 +52,7 @@ Submit an RPM build on the aarch64 cluster and read it back:
   curl -u %s:%s '%s/v1/jobs?service=local'
 
 Ctrl-C stops everything this started.
-`, time.Since(start).Round(time.Millisecond), m.URL, m.URL, m.User, m.Password, opts.DataDir,
+`, time.Since(start).Round(time.Millisecond), m.URL, m.URL, m.URL, m.User, m.Password, opts.DataDir,
 		m.User, m.Password, m.URL, m.User, m.Password, m.URL, m.User, m.Password, m.URL)
 	<-ctx.Done()
 	fmt.Fprintln(os.Stderr, "stopping…")
