@@ -1,5 +1,5 @@
 // A job's page: status, parameters, labels, the steps on a timeline with durations, exit codes
-// and reasons, the log of the chosen step following live, and cancel and rerun for submitters
+// and reasons, the earlier attempts (lost to the infrastructure), the log of the chosen step following live, and cancel and rerun for submitters
 // of the job's service. The job is read again every second or two until it has ended.
 import { api, canSubmit } from './api.js';
 import { h, replace, badge, when, duration, poller, terminal } from './dom.js';
@@ -68,12 +68,20 @@ export function jobView(main, ctx, id, params) {
       fact('Service', j.service), fact('Task', j.task), fact('Arch', j.arch), fact('Domain', j.domain),
       fact('Cluster', j.cluster), fact('Created', when(j.createdAt)), fact('Started', when(j.startedAt)),
       fact('Finished', when(j.finishedAt)), fact('Took', duration(j.startedAt, j.finishedAt)),
+      fact('Attempt', j.attempt > 1 ? `${j.attempt} (the infrastructure stopped the earlier ones)` : ''),
       fact('Class', q.class), fact('Queue position', j.status === 'queued' && q.position ? `${q.position}${q.reason ? ` — ${q.reason}` : ''}` : ''),
       fact('Rerun of', j.rerunOf ? h('a', { href: `#/jobs/${j.rerunOf}`, class: 'mono' }, j.rerunOf) : ''),
       fact('Reruns', j.reruns && j.reruns.length ? j.reruns.map((r) => h('a', { href: `#/jobs/${r}`, class: 'mono' }, r, ' ')) : ''));
     renderSteps(j);
     const labels = Object.entries(j.labels || {});
+    const attempts = j.attempts || [];
     replace(details,
+      attempts.length ? [h('h2', {}, 'Earlier attempts'), h('div', { class: 'scroll' }, h('table', { id: 'attempts' },
+        h('thead', {}, h('tr', {}, ['#', 'Status', 'Cluster', 'Started', 'Took', 'Why', 'Steps'].map((c) => h('th', {}, c)))),
+        h('tbody', {}, attempts.map((a) => h('tr', {},
+          h('td', {}, a.number), h('td', {}, badge(a.status)), h('td', {}, a.cluster || ''), h('td', {}, when(a.startedAt)),
+          h('td', {}, duration(a.startedAt, a.finishedAt)), h('td', {}, [a.reason, a.message].filter(Boolean).join(': ')),
+          h('td', {}, (a.steps || []).map((s) => `${s.name} ${s.status}${s.exitCode !== undefined && s.exitCode !== null ? ` (exit ${s.exitCode})` : ''}`).join(', ')))))))] : null,
       h('h2', {}, 'Parameters'), h('pre', { class: 'params', id: 'parameters' }, JSON.stringify(j.parameters || {}, null, 2)),
       h('h2', {}, 'Labels'), labels.length ? h('p', { id: 'labels' }, labels.map(([k, v]) => h('span', { class: 'chip' }, `${k}=${v}`))) : h('p', { class: 'muted' }, 'None.'));
   }
