@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sync"
 	"testing"
 	"time"
 
@@ -32,18 +33,21 @@ type browser struct {
 	user string
 }
 
-// artefacts is where the console tests write their screenshots: $OMNI_ARTIFACTS, or a new
-// folder that is kept (its path is logged).
+// artefactDir is where the console tests write their screenshots: $OMNI_ARTIFACTS, or one new
+// folder per test run that is kept (the screenshots' paths are logged).
+var artefactDir = sync.OnceValues(func() (string, error) {
+	if dir := os.Getenv("OMNI_ARTIFACTS"); dir != "" {
+		return dir, os.MkdirAll(dir, 0o755)
+	}
+	return os.MkdirTemp("", "omni-console-")
+})
+
+// artefacts returns artefactDir, failing the test if it cannot be made.
 func artefacts(t *testing.T) string {
 	t.Helper()
-	dir := os.Getenv("OMNI_ARTIFACTS")
-	if dir == "" {
-		var err error
-		if dir, err = os.MkdirTemp("", "omni-console-"); err != nil {
-			t.Fatal(err)
-		}
-	} else if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
+	dir, err := artefactDir()
+	if err != nil {
+		t.Fatalf("artefact folder: %v", err)
 	}
 	return dir
 }
