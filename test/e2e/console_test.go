@@ -289,7 +289,8 @@ func TestConsoleSubmitterFollowsAJob(t *testing.T) {
 }
 
 // A viewer's page of a running job has no cancel or rerun button, and forcing a cancel from the
-// page (the console's own API call) is refused with 403 and a message that says why.
+// page (the console's own API call) is refused with 403 and a message that says why; the queue
+// shows the instances, the job types offer no form, another service's job is "not found".
 func TestConsoleViewerCannotCancel(t *testing.T) {
 	const cluster = "x86_64"
 	b := newBrowser(t, bob)
@@ -317,6 +318,15 @@ func TestConsoleViewerCannotCancel(t *testing.T) {
 	}
 	if j := root.do(t, http.MethodGet, "/v1/jobs/"+j.ID, nil).job(t); j.Status != jobs.StatusRunning || j.CancelRequested {
 		t.Errorf("after a viewer's forced cancel the job is %s (cancel requested %v), want running", j.Status, j.CancelRequested)
+	}
+
+	// The queue shows every engine instance's slots; the job types offer a viewer no form.
+	eval[bool](b, "open the queue", `(location.hash = '#/queue', true)`)
+	b.wait("the engine instances of both arches", 30*time.Second, `[...document.querySelectorAll('#instances tbody tr td:nth-child(2)')].map((td) => td.textContent).sort().join() === 'aarch64,x86_64'`)
+	eval[bool](b, "open the job types", `(location.hash = '#/tasks', true)`)
+	b.wait("the job types", 30*time.Second, `document.querySelectorAll('section.task').length >= 4`)
+	if eval[bool](b, "the submit links", `!!document.querySelector('section.task a.button')`) {
+		t.Errorf("a viewer is offered a submit form")
 	}
 
 	// A job of a service the viewer may not see is "not found", said as such.
