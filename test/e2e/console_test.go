@@ -18,9 +18,13 @@ import (
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 	"github.com/google/go-cmp/cmp"
+	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/omnibuildplatform/omni-orchestrator/local/platform"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/kube/names"
 )
 
 // The web console (/ui/) in a real headless Chromium (Debian's chromium; `make test` installs it
@@ -273,9 +277,9 @@ func TestConsoleSubmitterFollowsAJob(t *testing.T) {
 		chromedp.SendKeys(chromedp.CSS(`#param-srpmUrl`), srpm),
 		chromedp.SendKeys(chromedp.CSS(`#param-with`), "tests"),
 		chromedp.Click(chromedp.CSS(`#submit button[type=submit]`)))
-	b.wait("the new job's page", 30*time.Second, fmt.Sprintf(`/^#\/jobs\/[0-9a-z]{26}$/.test(location.hash) && location.hash !== %s`, js("#/jobs/"+j.ID)))
+	b.wait("the new job's page", 30*time.Second, fmt.Sprintf(`/^#\/jobs\/[0-9a-z]{26}(\?|$)/.test(location.hash) && !location.hash.startsWith(%s)`, js("#/jobs/"+j.ID)))
 	hash := eval[string](b, "the new job's id", `location.hash`)
-	id := regexp.MustCompile(`[0-9a-z]{26}$`).FindString(hash)
+	id := regexp.MustCompile(`^#/jobs/([0-9a-z]{26})`).FindStringSubmatch(hash)[1]
 	got := alice.do(t, http.MethodGet, "/v1/jobs/"+id, nil).job(t)
 	want := map[string]any{"srpmUrl": srpm, "with": []any{"tests"}}
 	if got.Task != "buildrpm" || got.Service != "team-a" || got.Arch != cluster || got.Parameters["srpmUrl"] != srpm {
@@ -334,4 +338,56 @@ func TestConsoleViewerCannotCancel(t *testing.T) {
 	eval[bool](b, "open another service's job", fmt.Sprintf(`(location.hash = %s, true)`, js("#/jobs/"+other.ID)))
 	b.wait("the not-found message", 30*time.Second, `document.querySelector('#banner').textContent.startsWith('Not found:')`)
 	alice.wait(t, other.ID, "ended", terminal)
+}
+
+// A job whose pod the infrastructure evicted runs again as attempt 2; its page lists attempt 1,
+// whose step's archived log opens from there.
+func TestConsoleShowsEarlierAttempts(t *testing.T) {
+	const cluster, step = "x86_64", "build-rpm"
+	ctx := context.Background()
+	cs := omni.Platform.Cluster(cluster).Clientset()
+	b := newBrowser(t, alice)
+	lf := lqUseLogFile(t, cluster)
+	lf.add(t, 4, fmt.Sprintf("attempts-%d", time.Now().UnixNano()))
+	j := alice.submit(t, rpmJob("team-a", cluster, map[string]string{platform.AnnotationHoldStep: step}))
+	running := func(attempt int) func(*jobs.Job) bool {
+		return func(j *jobs.Job) bool {
+			for _, s := range j.Steps {
+				if s.Name == step {
+					return j.CurrentAttempt() == attempt && s.Status == jobs.StepRunning
+				}
+			}
+			return false
+		}
+	}
+	alice.wait(t, j.ID, "step "+step+" of attempt 1 running", running(1))
+	b.do("open the job's page", time.Minute, chromedp.Navigate(omni.URL+"/ui/#/jobs/"+j.ID+"?step="+step))
+	lines := `[...document.querySelectorAll('#log .line .t')].map((e) => e.textContent)`
+	b.wait("attempt 1's lines, live", time.Minute, fmt.Sprintf(`document.querySelector('#log-state').textContent === 'live' && %s.length === 4`, lines))
+
+	pods, err := cs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: names.Selector(j.ID)})
+	if err != nil || len(pods.Items) != 1 {
+		t.Fatalf("pods of attempt 1: %v (%d)", err, len(pods.Items))
+	}
+	if err := cs.CoreV1().Pods("default").EvictV1(ctx, &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: pods.Items[0].Name, Namespace: "default"}}); err != nil {
+		t.Fatalf("evict pod %s: %v", pods.Items[0].Name, err)
+	}
+	alice.wait(t, j.ID, "step "+step+" of attempt 2 running", running(2))
+	pods, err = cs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: names.Selector(names.AttemptKey(j.ID, 2))})
+	if err != nil || len(pods.Items) != 1 {
+		t.Fatalf("pods of attempt 2: %v (%d)", err, len(pods.Items))
+	}
+	patch := fmt.Sprintf(`{"metadata":{"labels":{%q:null}}}`, platform.AnnotationHoldStep)
+	if _, err := cs.CoreV1().Pods("default").Patch(ctx, pods.Items[0].Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	b.wait("the job succeeded on its page", 2*time.Minute, `document.querySelector('#status').textContent === 'succeeded'`)
+	earlier := fmt.Sprintf(`#attempts button[data-attempt="1"][data-step=%s]`, js(step))
+	b.wait("attempt 1 among the earlier attempts", 30*time.Second, fmt.Sprintf(`!!document.querySelector(%s)`, js(earlier)))
+	b.do("open attempt 1's log", 30*time.Second, chromedp.Click(chromedp.CSS(earlier)))
+	b.wait("attempt 1's archived log", 2*time.Minute, fmt.Sprintf(`document.querySelector('.logbar strong').textContent === %s && ['complete', 'incomplete'].includes(document.querySelector('#log-state').textContent) && %s.length > 0`, js(step+" (attempt 1)"), lines))
+	if href := eval[string](b, "attempt 1's download link", `document.querySelector('#log-download').href`); !regexp.MustCompile(`/logs/` + step + `:download\?attempt=1$`).MatchString(href) {
+		t.Errorf("attempt 1's download link %s, want ?attempt=1", href)
+	}
+	b.screenshot("console-attempts.png")
 }

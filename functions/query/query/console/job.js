@@ -19,6 +19,7 @@ export function jobView(main, ctx, id, params) {
 
   let job = null;
   let step = params.get('step') || '';
+  let attempt = Number(params.get('attempt')) || 0; // an earlier attempt's log, or 0: the current
   let stopLog = null;
   let p = null;
 
@@ -30,15 +31,17 @@ export function jobView(main, ctx, id, params) {
     return s ? s.name : '';
   }
 
-  function showLog(name) {
+  function showLog(name, n = 0) {
     if (stopLog) stopLog();
     stopLog = null;
     step = name;
+    attempt = n;
+    history.replaceState(null, '', `#/jobs/${id}?step=${encodeURIComponent(name)}${n ? `&attempt=${n}` : ''}`);
     if (!name) {
       replace(logEl, h('p', { class: 'muted' }, 'This job has no steps.'));
       return;
     }
-    stopLog = logView(logEl, id, name, (err) => ctx.show(err, 'read this log'));
+    stopLog = logView(logEl, id, name, (err) => ctx.show(err, 'read this log'), n);
     if (job) renderSteps(job);
   }
 
@@ -81,7 +84,9 @@ export function jobView(main, ctx, id, params) {
         h('tbody', {}, attempts.map((a) => h('tr', {},
           h('td', {}, a.number), h('td', {}, badge(a.status)), h('td', {}, a.cluster || ''), h('td', {}, when(a.startedAt)),
           h('td', {}, duration(a.startedAt, a.finishedAt)), h('td', {}, [a.reason, a.message].filter(Boolean).join(': ')),
-          h('td', {}, (a.steps || []).map((s) => `${s.name} ${s.status}${s.exitCode !== undefined && s.exitCode !== null ? ` (exit ${s.exitCode})` : ''}`).join(', ')))))))] : null,
+          h('td', {}, (a.steps || []).map((s) => h('button', { type: 'button', class: 'link', dataset: { attempt: a.number, step: s.name },
+            title: 'Show this step’s log', onclick: () => showLog(s.name, a.number) },
+          `${s.name} ${s.status}${s.exitCode !== undefined && s.exitCode !== null ? ` (exit ${s.exitCode})` : ''}`))))))))] : null,
       h('h2', {}, 'Parameters'), h('pre', { class: 'params', id: 'parameters' }, JSON.stringify(j.parameters || {}, null, 2)),
       h('h2', {}, 'Labels'), labels.length ? h('p', { id: 'labels' }, labels.map(([k, v]) => h('span', { class: 'chip' }, `${k}=${v}`))) : h('p', { class: 'muted' }, 'None.'));
   }
@@ -95,8 +100,8 @@ export function jobView(main, ctx, id, params) {
     replace(timeline, j.steps.map((s) => {
       const a = s.startedAt ? new Date(s.startedAt) - t0 : 0;
       const b = s.startedAt ? (s.finishedAt ? new Date(s.finishedAt) : new Date()) - t0 : 0;
-      return h('button', { type: 'button', class: `step${s.name === step ? ' chosen' : ''}`, dataset: { step: s.name, status: s.status },
-        onclick: () => { history.replaceState(null, '', `#/jobs/${id}?step=${encodeURIComponent(s.name)}`); showLog(s.name); } },
+      return h('button', { type: 'button', class: `step${s.name === step && !attempt ? ' chosen' : ''}`, dataset: { step: s.name, status: s.status },
+        onclick: () => showLog(s.name) },
       h('span', { class: 'sname' }, s.name), badge(s.status),
       h('span', { class: 'sdur' }, duration(s.startedAt, s.finishedAt)),
       h('span', { class: 'sexit' }, s.exitCode !== undefined && s.exitCode !== null ? `exit ${s.exitCode}` : ''),
@@ -118,7 +123,10 @@ export function jobView(main, ctx, id, params) {
       return;
     }
     render(job);
-    if (!stopLog) showLog(chooseStep(job));
+    if (!stopLog) {
+      if (attempt && (job.attempts || []).some((a) => a.number === attempt)) showLog(step, attempt);
+      else showLog(chooseStep(job));
+    }
     if (terminal.has(job.status) && !job.steps.some((s) => s.status === 'running')) p.stop();
   }
 

@@ -6,15 +6,16 @@
 import { api, url } from './api.js';
 import { h, replace } from './dom.js';
 
-/** logView shows the log of step of job id in el, and errors that stop it with onError; it
- * returns its cleanup. */
-export function logView(el, job, step, onError) {
+/** logView shows the log of step of job id in el (of an earlier attempt when attempt is set),
+ * and errors that stop it with onError; it returns its cleanup. */
+export function logView(el, job, step, onError, attempt) {
+  const which = attempt ? { attempt } : {};
   const state = h('span', { class: 'badge', id: 'log-state' }, 'connecting');
   const search = h('input', { type: 'search', id: 'log-search', placeholder: 'Search the log', oninput: mark, onkeydown: (e) => { if (e.key === 'Enter') { e.preventDefault(); nextHit(); } } });
   const only = h('input', { type: 'checkbox', id: 'log-only', onchange: () => pane.classList.toggle('only', only.checked) });
   const hits = h('span', { class: 'muted', id: 'log-hits' });
-  const download = h('a', { id: 'log-download', class: 'button disabled', href: url(`v1/jobs/${job}/logs/${encodeURIComponent(step)}:download`),
-    download: `${job}-${step}.log`, title: 'Available once the step is archived (after the job ends)', 'aria-disabled': 'true' }, 'Download');
+  const download = h('a', { id: 'log-download', class: 'button disabled', href: url(`v1/jobs/${job}/logs/${encodeURIComponent(step)}:download`, which),
+    download: `${job}-${step}${attempt ? `@${attempt}` : ''}.log`, title: 'Available once the step is archived (after the job ends)', 'aria-disabled': 'true' }, 'Download');
   const follow = h('button', { type: 'button', id: 'log-follow', hidden: true, onclick: () => { stick = true; toBottom(); } }, '↓ Follow');
   const pane = h('div', { class: 'log', id: 'log', tabindex: '0', onscroll: () => {
     stick = pane.scrollTop + pane.clientHeight >= pane.scrollHeight - 4;
@@ -22,7 +23,7 @@ export function logView(el, job, step, onError) {
   } });
   const empty = h('div', { class: 'muted log-empty' }, 'No lines yet.');
   pane.append(empty);
-  replace(el, h('div', { class: 'logbar' }, h('strong', {}, step), state, search, h('label', { class: 'only' }, only, 'only matches'), hits, follow, download), pane);
+  replace(el, h('div', { class: 'logbar' }, h('strong', {}, step, attempt ? ` (attempt ${attempt})` : ''), state, search, h('label', { class: 'only' }, only, 'only matches'), hits, follow, download), pane);
 
   let stick = true; // follow the end until the reader scrolls up
   let last = 0; // the number of the last line shown
@@ -91,7 +92,7 @@ export function logView(el, job, step, onError) {
   }
 
   function open() {
-    const q = { step, follow: 'true' };
+    const q = { step, follow: 'true', ...which };
     if (cursor) q.after = cursor;
     es = new EventSource(url(`v1/jobs/${job}/logs`, q), { withCredentials: true });
     es.addEventListener('open', () => { retry = 1000; });
@@ -124,7 +125,7 @@ export function logView(el, job, step, onError) {
       // network) opens the stream again from the last cursor, backing off.
       es.close();
       state.textContent = 'reconnecting';
-      api('GET', `v1/jobs/${job}/logs`, { query: { step, after: cursor, limit: 1 } }).then(again, (err) => {
+      api('GET', `v1/jobs/${job}/logs`, { query: { step, after: cursor, limit: 1, ...which } }).then(again, (err) => {
         if (err.status >= 400 && err.status < 500 && err.status !== 429) {
           state.textContent = 'stopped';
           onError(err);
