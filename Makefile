@@ -28,6 +28,9 @@ test: tools ## Vet and run every test (real local clusters, a real local Cassand
 	@# The pinned Cassandra (fetched once with Maven, then cached): a missing Java or Maven fails
 	@# here, saying what to install. Its tests start one node per test binary that needs it.
 	@hack/cassandra.sh >/dev/null
+	@# Debian's chromium for the console tests (installed once when missing; without it, they
+	@# skip saying why).
+	@hack/chromium.sh >/dev/null || echo "make test: no chromium: the console tests will skip" >&2
 	$(GO) test $(TEST_FLAGS) ./...
 	@# The end-to-end suite again, on a real local Cassandra (the production store).
 	OMNI_E2E_STORE=cassandra $(GO) test $(TEST_FLAGS) ./test/e2e/

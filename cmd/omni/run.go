@@ -39,6 +39,7 @@ func runCommand(ctx context.Context, args []string) error {
 omni-orchestrator is running (started in %s).
 
   API:          %s   (OpenAPI document: %s/openapi.json)
+  console:      %s/ui/   (in a browser; sign in as the user below)
   user:         %s
   password:     %s   (kept in %s/credentials)
   job types:    curl -u %s:%s %s/v1/tasks
@@ -49,7 +50,7 @@ Submit an RPM build on the aarch64 cluster and read it back:
     "service": "local", "task": "buildrpm", "arch": "aarch64",
     "parameters": {"srpmUrl": "https://repo.openeuler.org/openEuler-24.03-LTS/source/Packages/zlib-1.3.1-1.oe2403.src.rpm"}}'
   curl -u %s:%s '%s/v1/jobs?service=local'
-`, time.Since(start).Round(time.Millisecond), m.URL, m.URL, m.User, m.Password, opts.DataDir,
+`, time.Since(start).Round(time.Millisecond), m.URL, m.URL, m.URL, m.User, m.Password, opts.DataDir,
 		m.User, m.Password, m.URL, m.User, m.Password, m.URL, m.User, m.Password, m.URL)
 	fmt.Printf(`
 Or with the CLI (go install ./cmd/omnictl; docs/cli.md), following the logs to the job's end:

@@ -1,5 +1,6 @@
 // Package query is the core of the query function: jobs by id, lists with signed page tokens,
-// batch get, the job type catalogue and the OpenAPI document.
+// batch get, the job type catalogue, the caller's identity, the OpenAPI document and the web
+// console (/ui/).
 package query
 
 import (
@@ -66,13 +67,15 @@ type Mux interface {
 	Handle(pattern string, handler http.Handler)
 }
 
-// Routes registers the query routes on mux: the /v1 ones wrapped in authn, the OpenAPI document
-// without.
+// Routes registers the query routes on mux: the /v1 ones and the web console wrapped in authn,
+// the OpenAPI document without.
 func (h *Handler) Routes(mux Mux, authn func(http.Handler) http.Handler) {
 	mux.Handle("GET /v1/jobs/{id}", authn(http.HandlerFunc(h.serveGet)))
 	mux.Handle("GET /v1/jobs", authn(http.HandlerFunc(h.serveList)))
 	mux.Handle("POST /v1/jobs:batchGet", authn(http.HandlerFunc(h.serveBatchGet)))
 	mux.Handle("GET /v1/tasks", authn(http.HandlerFunc(h.serveTasks)))
+	mux.Handle("GET /v1/me", authn(http.HandlerFunc(h.serveMe)))
+	mux.Handle("GET "+ConsolePrefix, authn(console()))
 	if h.Logs != nil {
 		// Log follows and downloads stream: no write deadline, and follows are bounded.
 		h.Logs.Routes(mux, func(next http.Handler) http.Handler {

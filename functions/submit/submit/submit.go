@@ -431,11 +431,20 @@ type Mux interface {
 	Handle(pattern string, handler http.Handler)
 }
 
-// Routes registers the submit routes on mux, wrapped in authn.
+// Routes registers the submit routes on mux, wrapped in authn. The routes that change jobs also
+// refuse a browser's cross-site request (403): a page of another site must not submit, cancel or
+// rerun with the basic-auth credentials a browser keeps for the web console's origin (a rerun
+// has no body, so a cross-site form could send one). API clients send no Sec-Fetch-Site or
+// Origin and pass.
 func (h *Handler) Routes(mux Mux, authn func(http.Handler) http.Handler) {
-	mux.Handle("POST /v1/jobs", authn(http.HandlerFunc(h.serveSubmit)))
-	mux.Handle("DELETE /v1/jobs/{id}", authn(http.HandlerFunc(h.serveDelete)))
-	mux.Handle("POST /v1/jobs/{action}", authn(http.HandlerFunc(h.serveRerun)))
+	csrf := http.NewCrossOriginProtection()
+	csrf.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		httpapi.Error(w, r, fmt.Errorf("%s %s: a cross-site request from a browser: %w", r.Method, r.URL.Path, jobs.ErrForbidden))
+	}))
+	change := func(f http.HandlerFunc) http.Handler { return authn(csrf.Handler(f)) }
+	mux.Handle("POST /v1/jobs", change(h.serveSubmit))
+	mux.Handle("DELETE /v1/jobs/{id}", change(h.serveDelete))
+	mux.Handle("POST /v1/jobs/{action}", change(h.serveRerun))
 	if h.Dispatcher != nil {
 		mux.Handle("GET /v1/queue", authn(http.HandlerFunc(h.serveQueue)))
 		mux.Handle("POST /dispatch", runtime.CloudEvents(h.receiveDispatch))
