@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/logs"
@@ -56,7 +57,8 @@ func (t *Tokens) openCursor(field, cursor, job, step, stream string) (logs.Pos, 
 		return logs.Pos{}, bad
 	}
 	var cb cursorBody
-	if err := json.Unmarshal(body, &cb); err != nil || cb.Kind != cursorKind || cb.Job != job || cb.Step != step || cb.Stream != stream || !cb.Pos.Valid() {
+	if err := json.Unmarshal(body, &cb); err != nil || cb.Kind != cursorKind || cb.Job != inJSON(job) || cb.Step != inJSON(step) ||
+		cb.Stream != stream || !cb.Pos.Valid() {
 		return logs.Pos{}, bad
 	}
 	return cb.Pos, nil
@@ -64,4 +66,16 @@ func (t *Tokens) openCursor(field, cursor, job, step, stream string) (logs.Pos, 
 
 func (t *Tokens) cursorMAC(body []byte) []byte {
 	return t.mac(append(append([]byte{}, cursorMACPrefix...), body...))
+}
+
+// inJSON is s as it reads back from JSON: encoding/json writes each byte of s that is not
+// UTF-8 as U+FFFD, so a cursor holds a name that is not UTF-8 in that form.
+func inJSON(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	b, _ := json.Marshal(s)
+	var out string
+	_ = json.Unmarshal(b, &out)
+	return out
 }
