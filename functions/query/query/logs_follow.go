@@ -236,19 +236,7 @@ func (f *follower) runPushed(ctx context.Context) error {
 		f.job = j
 		before := f.pos.N
 		src := logs.Pushed(ctx, h.Store, j.ID, f.step, f.pos)
-		for {
-			l, err := src.Next()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				return err
-			}
-			if err := f.add(logLine(l), src.Pos()); err != nil {
-				return err
-			}
-		}
-		if err := f.sendBatch(); err != nil {
+		if err := f.sendAll(src); err != nil {
 			return err
 		}
 		if j.Status.Terminal() {
@@ -298,20 +286,7 @@ func (f *follower) finish(ctx context.Context, st store.LogStep) error {
 		if err := f.setState("archive"); err != nil {
 			return err
 		}
-		src := f.h.archiveLines(ctx, f.job.ID, f.step, f.pos)
-		for {
-			l, err := src.Next()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				return err
-			}
-			if err := f.add(logLine(l), src.Pos()); err != nil {
-				return err
-			}
-		}
-		if err := f.sendBatch(); err != nil {
+		if err := f.sendAll(f.h.archiveLines(ctx, f.job.ID, f.step, f.pos)); err != nil {
 			return err
 		}
 	}
@@ -427,6 +402,22 @@ func (f *follower) live(ctx context.Context, state StepState) (bool, error) {
 			}
 		case <-ctx.Done():
 			return false, ctx.Err()
+		}
+	}
+}
+
+// sendAll sends the lines src holds now, to its end.
+func (f *follower) sendAll(src logs.Lines) error {
+	for {
+		l, err := src.Next()
+		if errors.Is(err, io.EOF) {
+			return f.sendBatch()
+		}
+		if err != nil {
+			return err
+		}
+		if err := f.add(logLine(l), src.Pos()); err != nil {
+			return err
 		}
 	}
 }
