@@ -281,10 +281,11 @@ func (h *LogHandler) serveLogs(w http.ResponseWriter, r *http.Request) {
 	case lr.follow:
 		h.follow(w, r, lr)
 	default:
-		page, err := h.Page(r.Context(), lr.job, lr.step, lr.pos, lr.limit)
+		pager := h.Page
 		if lr.stream == streamPushed {
-			page, err = h.PushedPage(r.Context(), lr.job, lr.step, lr.pos, lr.limit)
+			pager = h.PushedPage
 		}
+		page, err := pager(r.Context(), lr.job, lr.step, lr.pos, lr.limit)
 		if err != nil {
 			httpapi.Error(w, r, err)
 			return
