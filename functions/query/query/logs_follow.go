@@ -233,6 +233,7 @@ func (f *follower) runPushed(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("read job %s: %w", f.job.ID, err)
 		}
+		j = viewOf(j, f.step) // the attempt followed: its pushes end when it has ended
 		f.job = j
 		before := f.pos.N
 		src := logs.Pushed(ctx, h.Store, j.ID, f.step, f.pos)
