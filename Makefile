@@ -35,6 +35,13 @@ test: tools ## Vet and run every test (real local clusters, a real local Cassand
 	@# The end-to-end suite again, on a real local Cassandra (the production store).
 	OMNI_E2E_STORE=cassandra $(GO) test $(TEST_FLAGS) ./test/e2e/
 
+# How long `make fuzz` runs each fuzz target (a Go duration).
+FUZZTIME ?= 30s
+
+.PHONY: fuzz
+fuzz: ## Fuzz every decoder reachable from the network for FUZZTIME each (default 30s; FUZZ=regexp picks targets; docs/reliability.md).
+	@FUZZTIME=$(FUZZTIME) FUZZ='$(FUZZ)' GO=$(GO) hack/fuzz.sh
+
 .PHONY: bench
 bench: tools ## Run the benchmarks; each figure is printed next to a baseline measured in the same run.
 	$(GO) test -run '^$$' -bench . -count=1 -timeout 30m ./test/bench/... ./shared/cassandra/

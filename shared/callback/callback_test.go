@@ -13,7 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-func defaultGuard(t *testing.T) *Guard {
+func defaultGuard(t testing.TB) *Guard {
 	t.Helper()
 	g, err := GuardEnv{Deny: DefaultDeny, ServiceCIDR: []string{"10.96.0.0/12", "fd00:10:96::/112"}, DenyHosts: DefaultDenyHosts}.Guard()
 	if err != nil {

@@ -111,12 +111,13 @@ type ChunkReader interface {
 // chunkBatch is how many chunks one store read asks for (each at most MaxChunkBytes).
 const chunkBatch = 8
 
-// ArchiveLines iterates the archived lines of a step.
+// ArchiveLines iterates the stored lines of a step: its archive (Archive) or what its worker
+// pushed (Pushed).
 type ArchiveLines struct {
-	ctx         context.Context
-	store       ChunkReader
-	jobID, step string
-	pos         Pos
+	ctx                 context.Context
+	store               ChunkReader
+	jobID, step, source string
+	pos                 Pos
 	// after is the last chunk taken, base the number of lines before chunk after+1.
 	after, base int64
 	hinted      bool
@@ -135,7 +136,19 @@ var _ Lines = (*ArchiveLines)(nil)
 // at the end of what is stored, or at a gap in the chunks (an archive still being written).
 // A hint that names a chunk that is not there is dropped: the lines are counted from the start.
 func Archive(ctx context.Context, st ChunkReader, jobID, step string, from Pos) *ArchiveLines {
-	a := &ArchiveLines{ctx: ctx, store: st, jobID: jobID, step: step, pos: Pos{N: from.N, Seq: from.Seq, Base: from.Base}}
+	return stored(ctx, st, jobID, step, store.LogSourceArchive, from)
+}
+
+// Pushed iterates the lines the worker pushed for step of job jobID (logs.appended) after from,
+// as Archive does the archive: a separate sequence of lines, numbered from 1 by the same rule
+// (every line of a push is one line; pushes in their seq order). Next ends at the first push
+// not stored (yet).
+func Pushed(ctx context.Context, st ChunkReader, jobID, step string, from Pos) *ArchiveLines {
+	return stored(ctx, st, jobID, step, store.LogSourcePush, from)
+}
+
+func stored(ctx context.Context, st ChunkReader, jobID, step, source string, from Pos) *ArchiveLines {
+	a := &ArchiveLines{ctx: ctx, store: st, jobID: jobID, step: step, source: source, pos: Pos{N: from.N, Seq: from.Seq, Base: from.Base}}
 	if from.Seq > 0 && from.Base <= from.N {
 		a.hinted, a.after, a.base = true, from.Seq-1, from.Base
 	}
@@ -149,7 +162,7 @@ func (a *ArchiveLines) Next() (Numbered, error) {
 			return Numbered{}, io.EOF
 		}
 		if len(a.pending) == 0 {
-			cs, err := a.store.LogChunks(a.ctx, a.jobID, a.step, store.LogSourceArchive, a.after, chunkBatch)
+			cs, err := a.store.LogChunks(a.ctx, a.jobID, a.step, a.source, a.after, chunkBatch)
 			if err != nil {
 				return Numbered{}, fmt.Errorf("read log of job %s step %s: %w", a.jobID, a.step, err)
 			}
@@ -163,7 +176,7 @@ func (a *ArchiveLines) Next() (Numbered, error) {
 		if c.Seq != a.after+1 {
 			if a.hinted {
 				// The hint names a chunk that is not there: count from the start instead.
-				*a = *Archive(a.ctx, a.store, a.jobID, a.step, Pos{N: a.pos.N})
+				*a = *stored(a.ctx, a.store, a.jobID, a.step, a.source, Pos{N: a.pos.N})
 				continue
 			}
 			a.gap = true

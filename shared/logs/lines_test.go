@@ -272,3 +272,47 @@ func TestReaderStampsAsTimeParse(t *testing.T) {
 		}
 	}
 }
+
+// sourceStore holds chunks of both sources of one step.
+type sourceStore map[string][]store.LogChunk
+
+func (s sourceStore) LogChunks(_ context.Context, _, _, source string, after int64, limit int) ([]store.LogChunk, error) {
+	var out []store.LogChunk
+	for _, c := range s[source] {
+		if c.Seq > after && len(out) < limit {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+// Archive and Pushed each read their own source, numbered from 1: the pushed lines are a
+// sequence of their own, never mixed with the archive's.
+func TestPushedLinesAreTheirOwnSequence(t *testing.T) {
+	st := sourceStore{
+		store.LogSourceArchive: {{Seq: 1, Data: []byte("a1\na2\n"), Lines: 2}},
+		store.LogSourcePush:    {{Seq: 1, Data: []byte("p1\n"), Lines: 1}, {Seq: 2, Data: []byte("p2\np3\n"), Lines: 2}},
+	}
+	read := func(src *logs.ArchiveLines) []string {
+		var got []string
+		for {
+			l, err := src.Next()
+			if errors.Is(err, io.EOF) {
+				return got
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, fmt.Sprintf("%d %s", l.N, l.Text))
+		}
+	}
+	if d := cmp.Diff([]string{"1 a1", "2 a2"}, read(logs.Archive(t.Context(), st, "job", "step", logs.Pos{}))); d != "" {
+		t.Errorf("archive (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff([]string{"1 p1", "2 p2", "3 p3"}, read(logs.Pushed(t.Context(), st, "job", "step", logs.Pos{}))); d != "" {
+		t.Errorf("pushed (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff([]string{"3 p3"}, read(logs.Pushed(t.Context(), st, "job", "step", logs.Pos{N: 2, Seq: 2, Base: 1}))); d != "" {
+		t.Errorf("pushed after line 2 (-want +got):\n%s", d)
+	}
+}

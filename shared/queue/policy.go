@@ -159,6 +159,11 @@ func (p *Policy) complete() error {
 				return fmt.Errorf("service %s: quota for %q: unknown arch or negative", name, arch)
 			}
 		}
+		// A job that names no class gets the default class: it must be one the service may
+		// ask for, or such jobs would run above the service's highest class.
+		if eff := p.service(name); p.Rank(eff.DefaultClass) < p.Rank(eff.MaxClass) {
+			return fmt.Errorf("service %s: default class %s is above its maxClass %s", name, eff.DefaultClass, eff.MaxClass)
+		}
 	}
 	p.keys = map[string]*template.Template{}
 	for name, t := range p.JobTypes {

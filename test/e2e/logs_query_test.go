@@ -61,10 +61,18 @@ type lqEvent struct{ id, name, data string }
 // lqFollow opens a follow stream of step of job id as c; header is name, value pairs.
 func (c client) lqFollow(t *testing.T, id, step, after string, header ...string) *lqFollower {
 	t.Helper()
-	q := url.Values{"step": {step}, "follow": {"true"}}
+	q := url.Values{"step": {step}}
 	if after != "" {
 		q.Set("after", after)
 	}
+	return c.lqFollowQuery(t, id, q, header...)
+}
+
+// lqFollowQuery opens a follow stream of job id as c with the query q (plus follow=true).
+func (c client) lqFollowQuery(t *testing.T, id string, q url.Values, header ...string) *lqFollower {
+	t.Helper()
+	q.Set("follow", "true")
+	step := q.Get("step")
 	ctx, cancel := context.WithCancel(context.Background())
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, omni.URL+"/v1/jobs/"+id+"/logs?"+q.Encode(), nil)
 	if err != nil {

@@ -467,7 +467,7 @@ func logGone(err error) (string, bool) {
 }
 
 // Append stores the lines a worker pushed for a step of job jobID as one chunk of the push
-// source, numbered by the worker. A push sent again is a no-op. An unknown job is
+// source, numbered by the worker, under the step's key for the job's current attempt. A push sent again is a no-op. An unknown job is
 // jobs.ErrNotFound; a bad payload, a job that is not running, a step the job does not have, or
 // a push past the step's bounds (MaxPushBytes, MaxPushes) is a *jobs.InvalidError; a job that
 // has not started yet is jobs.ErrConflict (retried: status-sync may not have seen it start).
@@ -509,7 +509,9 @@ func (h *Handler) Append(ctx context.Context, jobID string, d events.LogsAppende
 	case !slices.ContainsFunc(j.Steps, func(s jobs.Step) bool { return s.Name == d.Step }):
 		return jobs.Invalid("step", "job %s has no step %q", jobID, d.Step)
 	}
-	c := store.LogChunk{JobID: jobID, Step: d.Step, Source: store.LogSourcePush, Seq: d.Seq}
+	// Under the step's key for the attempt running now: pushes of a later attempt are a stream of
+	// their own, numbered from 1 again, as its archive is (jobs.LogStepKey).
+	c := store.LogChunk{JobID: jobID, Step: jobs.LogStepKey(d.Step, j.CurrentAttempt()), Source: store.LogSourcePush, Seq: d.Seq}
 	var data strings.Builder
 	for _, l := range d.Lines {
 		for _, text := range strings.Split(l.Text, "\n") {

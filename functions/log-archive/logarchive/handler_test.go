@@ -117,7 +117,7 @@ func terminated(name string) corev1.ContainerStatus {
 
 // newFixture: an ended job of three steps (two init containers, one container) whose pod
 // holds the finalizer; the logs are n lines per step.
-func newFixture(t *testing.T, n int) *fixture {
+func newFixture(t testing.TB, n int) *fixture {
 	t.Helper()
 	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "omni.db"))
 	if err != nil {
@@ -593,7 +593,7 @@ func TestAppend(t *testing.T) {
 }
 
 // setStatus stores the fixture's job with status st.
-func setStatus(t *testing.T, f *fixture, st jobs.Status) {
+func setStatus(t testing.TB, f *fixture, st jobs.Status) {
 	t.Helper()
 	if _, _, err := f.st.UpdateJob(t.Context(), f.job.ID, func(j *jobs.Job) (bool, error) {
 		j.Status = st

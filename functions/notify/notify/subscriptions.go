@@ -156,7 +156,7 @@ func ParseSubscriptions(b []byte, dir string, getenv func(string) (string, bool)
 				p = filepath.Join(dir, p)
 			}
 			sub.secretPath = p
-			raw, err := os.ReadFile(p)
+			raw, err := readSecret(p)
 			if err != nil {
 				bad("secretRef", "%v", err)
 				break
@@ -189,6 +189,23 @@ func ParseSubscriptions(b []byte, dir string, getenv func(string) (string, bool)
 		return nil, err
 	}
 	return out, nil
+}
+
+// maxSecretBytes bounds a secretRef file.
+const maxSecretBytes = 64 << 10
+
+// readSecret reads the secret file p: a regular file (a Secret volume's key, through its
+// links) of at most maxSecretBytes, so that a secretRef naming a device or a pipe (/dev/zero,
+// /dev/stdin) fails instead of blocking the load or filling the memory.
+func readSecret(p string) ([]byte, error) {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() || fi.Size() > maxSecretBytes {
+		return nil, fmt.Errorf("%s: not a regular file of at most %d bytes", p, maxSecretBytes)
+	}
+	return os.ReadFile(p)
 }
 
 // Source holds the subscriptions in force and swaps in new ones when the file (or a secret file

@@ -189,21 +189,24 @@ type LogPage struct {
 	// page is empty): pass it back as `after`.
 	Cursor string `json:"cursor"`
 	// Source is where the lines came from: "archive", or "cluster" while the step is not
-	// archived yet.
+	// archived yet; "push" for the lines the worker pushed (?source=push).
 	Source string `json:"source"`
 	// Complete: the step's whole log is archived and the page reaches its end; nothing more
-	// will come.
+	// will come. Of the pushed lines: the job has ended and the page reaches their end.
 	Complete bool `json:"complete"`
 	// Incomplete: the step's log is archived as far as it could be (the pod went away first)
-	// and the page reaches the end of it; nothing more will come. Reason says why.
+	// and the page reaches the end of it; nothing more will come. Of the pushed lines: the job
+	// has ended and a push is missing (never stored) after the page's lines. Reason says why.
 	Incomplete bool   `json:"incomplete"`
 	Reason     string `json:"reason,omitempty"`
 }
 
 // logRequest is a parsed request of GET /v1/jobs/{id}/logs.
 type logRequest struct {
-	job    *jobs.Job
-	step   string
+	job  *jobs.Job
+	step string
+	// stream is "" (the log the cluster served, live or archived) or streamPushed.
+	stream string
 	pos    logs.Pos
 	limit  int
 	follow bool
@@ -217,7 +220,7 @@ func (h *LogHandler) parseLogRequest(r *http.Request) (logRequest, error) {
 	q := r.URL.Query()
 	for k := range q {
 		switch k {
-		case "step", "attempt", "after", "limit", "follow", "format":
+		case "step", "attempt", "after", "limit", "follow", "format", "source":
 		default:
 			return lr, jobs.Invalid(k, "unknown query parameter")
 		}
@@ -227,6 +230,9 @@ func (h *LogHandler) parseLogRequest(r *http.Request) (logRequest, error) {
 		return lr, err
 	}
 	if lr.job, lr.step, err = attemptStep(j, q.Get("attempt"), q.Get("step")); err != nil {
+		return lr, err
+	}
+	if lr.stream, err = streamOf(q); err != nil {
 		return lr, err
 	}
 	switch f := q.Get("format"); f {
@@ -253,11 +259,11 @@ func (h *LogHandler) parseLogRequest(r *http.Request) (logRequest, error) {
 		lr.limit = n
 	}
 	if c := q.Get("after"); c != "" {
-		if lr.pos, err = h.Tokens.openCursor("after", c, j.ID, lr.step); err != nil {
+		if lr.pos, err = h.Tokens.openCursor("after", c, j.ID, lr.step, lr.stream); err != nil {
 			return lr, err
 		}
 	} else if c := r.Header.Get("Last-Event-ID"); c != "" && lr.follow {
-		if lr.pos, err = h.Tokens.openCursor("Last-Event-ID", c, j.ID, lr.step); err != nil {
+		if lr.pos, err = h.Tokens.openCursor("Last-Event-ID", c, j.ID, lr.step, lr.stream); err != nil {
 			return lr, err
 		}
 		lr.resumed = true
@@ -271,11 +277,15 @@ func (h *LogHandler) serveLogs(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		httpapi.Error(w, r, err)
 	case lr.text:
-		h.download(w, r, lr.job, lr.step)
+		h.download(w, r, lr.job, lr.step, lr.stream)
 	case lr.follow:
 		h.follow(w, r, lr)
 	default:
-		page, err := h.Page(r.Context(), lr.job, lr.step, lr.pos, lr.limit)
+		pager := h.Page
+		if lr.stream == streamPushed {
+			pager = h.PushedPage
+		}
+		page, err := pager(r.Context(), lr.job, lr.step, lr.pos, lr.limit)
 		if err != nil {
 			httpapi.Error(w, r, err)
 			return
@@ -370,7 +380,7 @@ func (h *LogHandler) Page(ctx context.Context, j *jobs.Job, step string, pos log
 			return page, err
 		}
 	}
-	page.Cursor = h.Tokens.sealCursor(j.ID, step, end)
+	page.Cursor = h.Tokens.sealCursor(j.ID, step, "", end)
 	if final(st) && atEnd {
 		page.Complete, page.Incomplete, page.Reason = st.Complete, !st.Complete && st.Incomplete, st.Reason
 	}
@@ -413,12 +423,16 @@ func (h *LogHandler) serveDownload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	for k := range r.URL.Query() {
-		if k != "attempt" {
+		if k != "attempt" && k != "source" {
 			httpapi.Error(w, r, jobs.Invalid(k, "unknown query parameter"))
 			return
 		}
 	}
-	j, err := h.job(r.Context(), auth.FromContext(r.Context()), r.PathValue("id"))
+	stream, err := streamOf(r.URL.Query())
+	var j *jobs.Job
+	if err == nil {
+		j, err = h.job(r.Context(), auth.FromContext(r.Context()), r.PathValue("id"))
+	}
 	if err == nil {
 		if step == "" {
 			err = jobs.Invalid("step", "required: /v1/jobs/{id}/logs/{step}:download")
@@ -430,18 +444,31 @@ func (h *LogHandler) serveDownload(w http.ResponseWriter, r *http.Request) {
 		httpapi.Error(w, r, err)
 		return
 	}
-	h.download(w, r, j, step)
+	h.download(w, r, j, step, stream)
 }
 
-// download writes the whole archived log of step as text, streamed chunk by chunk.
-func (h *LogHandler) download(w http.ResponseWriter, r *http.Request, j *jobs.Job, step string) {
+// download writes the whole archived log of step (or, with streamPushed, every line its worker
+// pushed) as text, streamed chunk by chunk.
+func (h *LogHandler) download(w http.ResponseWriter, r *http.Request, j *jobs.Job, step, stream string) {
 	ctx := r.Context()
-	st, err := h.logStep(ctx, j.ID, step)
-	if err == nil && !final(st) {
-		w.Header().Set("Retry-After", "10")
-		err = fmt.Errorf("download log of job %s step %s: %w", j.ID, step, errNotArchived)
+	var st store.LogStep
+	var err error
+	var src *logs.ArchiveLines
+	if stream == streamPushed {
+		// The pushed lines are whole once the job has ended: only a running job takes pushes.
+		if !j.Status.Terminal() {
+			w.Header().Set("Retry-After", "10")
+			err = fmt.Errorf("download pushed lines of job %s step %s: %w", j.ID, step, errPushNotEnded)
+		}
+		src = logs.Pushed(ctx, h.Store, j.ID, step, logs.Pos{})
+	} else {
+		st, err = h.logStep(ctx, j.ID, step)
+		if err == nil && !final(st) {
+			w.Header().Set("Retry-After", "10")
+			err = fmt.Errorf("download log of job %s step %s: %w", j.ID, step, errNotArchived)
+		}
+		src = logs.Archive(ctx, h.Store, j.ID, step, logs.Pos{})
 	}
-	src := logs.Archive(ctx, h.Store, j.ID, step, logs.Pos{})
 	var first logs.Numbered
 	if err == nil {
 		// The first read decides the status: a store that fails now is a problem document.
@@ -456,10 +483,18 @@ func (h *LogHandler) download(w http.ResponseWriter, r *http.Request, j *jobs.Jo
 	hd := w.Header()
 	hd.Set("Content-Type", "text/plain; charset=utf-8")
 	hd.Set("X-Content-Type-Options", "nosniff")
-	hd.Set("Content-Disposition", fmt.Sprintf(`attachment; filename="%s-%s.log"`, j.ID, step))
-	if st.Complete {
-		hd.Set("Omni-Log-Status", "complete")
+	if stream == streamPushed {
+		hd.Set("Content-Disposition", fmt.Sprintf(`attachment; filename="%s-%s.pushed.log"`, j.ID, step))
+		// Whether a push is missing is known at the end of the body: the status is a trailer.
+		hd.Set("Trailer", "Omni-Log-Status, Omni-Log-Incomplete-Reason")
 	} else {
+		hd.Set("Content-Disposition", fmt.Sprintf(`attachment; filename="%s-%s.log"`, j.ID, step))
+	}
+	switch {
+	case stream == streamPushed:
+	case st.Complete:
+		hd.Set("Omni-Log-Status", "complete")
+	default:
 		hd.Set("Omni-Log-Status", "incomplete")
 		hd.Set("Omni-Log-Incomplete-Reason", strings.Map(func(r rune) rune {
 			if r < ' ' || r > '~' {
@@ -483,7 +518,13 @@ func (h *LogHandler) download(w http.ResponseWriter, r *http.Request, j *jobs.Jo
 			panic(http.ErrAbortHandler)
 		}
 	}
-	if src.Gap() {
+	switch {
+	case stream == streamPushed && src.Gap():
+		hd.Set("Omni-Log-Status", "incomplete")
+		hd.Set("Omni-Log-Incomplete-Reason", pushGapReason(src.Pos()))
+	case stream == streamPushed:
+		hd.Set("Omni-Log-Status", "complete")
+	case src.Gap():
 		logging.FromContext(ctx).Warnw("archived log has a gap", "job", j.ID, "step", step, "after", src.Pos().N)
 	}
 	_ = bw.Flush()

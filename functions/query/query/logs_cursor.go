@@ -5,16 +5,21 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/logs"
 )
 
-// cursorBody is what a log cursor carries, bound to one job and step.
+// cursorBody is what a log cursor carries, bound to one job, step and stream.
 type cursorBody struct {
 	Kind string `json:"k"`
 	Job  string `json:"j"`
 	Step string `json:"s"`
+	// Stream is the stream the position is in: "" for the step's log as the cluster served it
+	// (live or archived), streamPushed for the lines its worker pushed. The two are numbered
+	// apart, so a position in one means nothing in the other.
+	Stream string `json:"r,omitempty"`
 	logs.Pos
 }
 
@@ -26,18 +31,22 @@ const cursorKind = "log"
 // same key.
 var cursorMACPrefix = []byte("omni log cursor\x00")
 
-// sealCursor returns the opaque cursor of pos in the log of step of job.
-// A position is the same in the cluster's log and in the archive (shared/logs' numbering rule),
-// so one cursor serves both sources; its hints let either resume without counting from line 1.
-func (t *Tokens) sealCursor(job, step string, pos logs.Pos) string {
-	body, _ := json.Marshal(cursorBody{Kind: cursorKind, Job: job, Step: step, Pos: pos})
+// sealCursor returns the opaque cursor of pos in stream ("" or streamPushed) of the log of step
+// of job. A position is the same in the cluster's log and in the archive (shared/logs' numbering
+// rule), so one cursor serves both sources; its hints let either resume without counting from
+// line 1.
+func (t *Tokens) sealCursor(job, step, stream string, pos logs.Pos) string {
+	body, _ := json.Marshal(cursorBody{Kind: cursorKind, Job: job, Step: step, Stream: stream, Pos: pos})
 	return base64.RawURLEncoding.EncodeToString(body) + "." + base64.RawURLEncoding.EncodeToString(t.cursorMAC(body))
 }
 
-// openCursor checks a cursor made by sealCursor for the same job and step and returns its
-// position; anything else is a 400 naming field.
-func (t *Tokens) openCursor(field, cursor, job, step string) (logs.Pos, error) {
+// openCursor checks a cursor made by sealCursor for the same job, step and stream and returns
+// its position; anything else is a 400 naming field.
+func (t *Tokens) openCursor(field, cursor, job, step, stream string) (logs.Pos, error) {
 	bad := jobs.Invalid(field, "not a log cursor of step %q of this job", step)
+	if stream != "" {
+		bad = jobs.Invalid(field, "not a cursor of the pushed lines of step %q of this job", step)
+	}
 	b64, sig64, ok := strings.Cut(cursor, ".")
 	if !ok {
 		return logs.Pos{}, bad
@@ -48,7 +57,8 @@ func (t *Tokens) openCursor(field, cursor, job, step string) (logs.Pos, error) {
 		return logs.Pos{}, bad
 	}
 	var cb cursorBody
-	if err := json.Unmarshal(body, &cb); err != nil || cb.Kind != cursorKind || cb.Job != job || cb.Step != step || !cb.Pos.Valid() {
+	if err := json.Unmarshal(body, &cb); err != nil || cb.Kind != cursorKind || cb.Job != inJSON(job) || cb.Step != inJSON(step) ||
+		cb.Stream != stream || !cb.Pos.Valid() {
 		return logs.Pos{}, bad
 	}
 	return cb.Pos, nil
@@ -56,4 +66,16 @@ func (t *Tokens) openCursor(field, cursor, job, step string) (logs.Pos, error) {
 
 func (t *Tokens) cursorMAC(body []byte) []byte {
 	return t.mac(append(append([]byte{}, cursorMACPrefix...), body...))
+}
+
+// inJSON is s as it reads back from JSON: encoding/json writes each byte of s that is not
+// UTF-8 as U+FFFD, so a cursor holds a name that is not UTF-8 in that form.
+func inJSON(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	b, _ := json.Marshal(s)
+	var out string
+	_ = json.Unmarshal(b, &out)
+	return out
 }

@@ -47,7 +47,8 @@ const (
 type followState struct {
 	// State is "waiting" (the step's container has not started yet, or its log is not archived
 	// yet after it ended), "live" (lines come from the cluster as the container writes them)
-	// or "archive" (lines come from the archive).
+	// or "archive" (lines come from the archive); "push" for the lines the worker pushed
+	// (?source=push), the only state of such a stream.
 	State string `json:"state"`
 }
 
@@ -61,13 +62,15 @@ type followEnd struct {
 
 // follower runs one follow stream.
 type follower struct {
-	h     *LogHandler
-	job   *jobs.Job
-	step  string
-	pos   logs.Pos
-	w     io.Writer
-	rc    *http.ResponseController
-	state string
+	h    *LogHandler
+	job  *jobs.Job
+	step string
+	// stream is "" (the cluster's log) or streamPushed; cursors name it.
+	stream string
+	pos    logs.Pos
+	w      io.Writer
+	rc     *http.ResponseController
+	state  string
 	// lastWrite is when something was last sent (for heartbeats).
 	lastWrite time.Time
 	// batch collects lines before they are sent as one event.
@@ -87,10 +90,22 @@ func (h *LogHandler) follow(w http.ResponseWriter, r *http.Request, lr logReques
 			}
 		}()
 	}
-	f := &follower{h: h, job: lr.job, step: lr.step, pos: lr.pos, w: w, rc: http.NewResponseController(w)}
+	f := &follower{h: h, job: lr.job, step: lr.step, stream: lr.stream, pos: lr.pos, w: w, rc: http.NewResponseController(w)}
 	// An EventSource reconnects whenever a stream ends; once everything was sent, 204 tells it
 	// to stop (the spec's way to end an EventSource).
-	if lr.resumed {
+	if lr.resumed && lr.stream == streamPushed {
+		if lr.job.Status.Terminal() {
+			_, err := logs.Pushed(ctx, h.Store, lr.job.ID, lr.step, lr.pos).Next()
+			if errors.Is(err, io.EOF) {
+				w.WriteHeader(http.StatusNoContent)
+				return
+			}
+			if err != nil {
+				httpapi.Error(w, r, err)
+				return
+			}
+		}
+	} else if lr.resumed {
 		st, err := h.logStep(ctx, lr.job.ID, lr.step)
 		if err != nil {
 			httpapi.Error(w, r, err)
@@ -123,7 +138,11 @@ func (h *LogHandler) follow(w http.ResponseWriter, r *http.Request, lr logReques
 	if err := f.flush(); err != nil {
 		return
 	}
-	err := f.run(ctx)
+	run := f.run
+	if lr.stream == streamPushed {
+		run = f.runPushed
+	}
+	err := run(ctx)
 	switch {
 	case err == nil:
 	case ctx.Err() != nil && r.Context().Err() == nil:
@@ -199,6 +218,41 @@ func (f *follower) run(ctx context.Context) error {
 	}
 }
 
+// runPushed sends the lines the worker pushed for the step from f.pos, as they are stored, and
+// returns once the job has ended and they are read to their end (or to a push that is missing).
+// The job is read before the lines: an ended job takes no more pushes, so a read that starts
+// after the job has ended sees every push there will be.
+func (f *follower) runPushed(ctx context.Context) error {
+	h := f.h
+	if err := f.setState(streamPushed); err != nil {
+		return err
+	}
+	backoff := h.pollMin()
+	for {
+		j, err := h.Jobs.GetJob(ctx, f.job.ID)
+		if err != nil {
+			return fmt.Errorf("read job %s: %w", f.job.ID, err)
+		}
+		j = viewOf(j, f.step) // the attempt followed: its pushes end when it has ended
+		f.job = j
+		before := f.pos.N
+		src := logs.Pushed(ctx, h.Store, j.ID, f.step, f.pos)
+		if err := f.sendAll(src); err != nil {
+			return err
+		}
+		if j.Status.Terminal() {
+			return f.end(pushedEnd(src))
+		}
+		if f.pos.N != before {
+			backoff = h.pollMin()
+		}
+		if err := f.sleep(ctx, backoff); err != nil {
+			return err
+		}
+		backoff = min(2*backoff, h.pollMax())
+	}
+}
+
 // neverRan reports whether the step of the ended job j never started, so that it has no log,
 // and the log-archive has done its work for the job (every step that did start is archived).
 // A step without a log may have no archive state of its own.
@@ -233,20 +287,7 @@ func (f *follower) finish(ctx context.Context, st store.LogStep) error {
 		if err := f.setState("archive"); err != nil {
 			return err
 		}
-		src := f.h.archiveLines(ctx, f.job.ID, f.step, f.pos)
-		for {
-			l, err := src.Next()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				return err
-			}
-			if err := f.add(logLine(l), src.Pos()); err != nil {
-				return err
-			}
-		}
-		if err := f.sendBatch(); err != nil {
+		if err := f.sendAll(f.h.archiveLines(ctx, f.job.ID, f.step, f.pos)); err != nil {
 			return err
 		}
 	}
@@ -254,7 +295,7 @@ func (f *follower) finish(ctx context.Context, st store.LogStep) error {
 }
 
 func (f *follower) end(st store.LogStep) error {
-	c := f.h.Tokens.sealCursor(f.job.ID, f.step, f.pos)
+	c := f.h.Tokens.sealCursor(f.job.ID, f.step, f.stream, f.pos)
 	return f.event(c, "end", followEnd{Cursor: c, Complete: st.Complete, Incomplete: !st.Complete && st.Incomplete, Reason: st.Reason})
 }
 
@@ -366,6 +407,22 @@ func (f *follower) live(ctx context.Context, state StepState) (bool, error) {
 	}
 }
 
+// sendAll sends the lines src holds now, to its end.
+func (f *follower) sendAll(src logs.Lines) error {
+	for {
+		l, err := src.Next()
+		if errors.Is(err, io.EOF) {
+			return f.sendBatch()
+		}
+		if err != nil {
+			return err
+		}
+		if err := f.add(logLine(l), src.Pos()); err != nil {
+			return err
+		}
+	}
+}
+
 // add queues a line (p is the position after it) and sends the batch when it is full.
 func (f *follower) add(l LogLine, p logs.Pos) error {
 	f.batch = append(f.batch, l)
@@ -381,7 +438,7 @@ func (f *follower) sendBatch() error {
 	if len(f.batch) == 0 {
 		return nil
 	}
-	err := f.event(f.h.Tokens.sealCursor(f.job.ID, f.step, f.pos), "lines", struct {
+	err := f.event(f.h.Tokens.sealCursor(f.job.ID, f.step, f.stream, f.pos), "lines", struct {
 		Lines []LogLine `json:"lines"`
 	}{f.batch})
 	f.batch, f.batchBytes = f.batch[:0], 0

@@ -401,7 +401,7 @@ func TestLogCursorPositionsAreLineNumbers(t *testing.T) {
 		"hint to chunk 2": {N: 4, Seq: 2, Base: 3},
 	} {
 		t.Run(name, func(t *testing.T) {
-			p := f.page(t, "/v1/jobs/job1/logs?step=build&after="+f.h.Tokens.sealCursor("job1", "build", pos))
+			p := f.page(t, "/v1/jobs/job1/logs?step=build&after="+f.h.Tokens.sealCursor("job1", "build", "", pos))
 			checkNumbers(t, p.Lines, 4)
 			if d := cmp.Diff(all[4:], texts(p.Lines)); d != "" || !p.Complete {
 				t.Errorf("complete %v; lines (-want +got):\n%s", p.Complete, d)
@@ -475,7 +475,7 @@ func TestLogPageBeforeArchive(t *testing.T) {
 func TestLogRequestErrors(t *testing.T) {
 	f := newLogFixture(t)
 	f.store.archive("job1", "build", numbered("l", 1, 3), nil, "")
-	buildCursor := f.h.Tokens.sealCursor("job1", "build", logs.Pos{N: 1})
+	buildCursor := f.h.Tokens.sealCursor("job1", "build", "", logs.Pos{N: 1})
 	tests := map[string]struct {
 		path  string
 		user  string
@@ -819,7 +819,7 @@ func TestFollowIncompleteArchive(t *testing.T) {
 	f.jobs.setStatus("job1", jobs.StatusLost)
 	f.store.archive("job1", "build", numbered("l", 1, 5), []int{2}, "pod gone")
 	f.store.uncount("job1", "build")
-	after := f.h.Tokens.sealCursor("job1", "build", logs.Pos{N: 1})
+	after := f.h.Tokens.sealCursor("job1", "build", "", logs.Pos{N: 1})
 	c := f.follow(t, "/v1/jobs/job1/logs?step=build&follow=true", "Last-Event-ID", after)
 	c.until("the end", c.ended)
 	checkNumbers(t, c.lines, 1)

@@ -49,7 +49,7 @@ func (t *Tokens) Open(token string, f store.Filter) (string, error) {
 		return "", bad
 	}
 	var tb tokenBody
-	if err := json.Unmarshal(body, &tb); err != nil || tb.Filter != filterKey(f) {
+	if err := json.Unmarshal(body, &tb); err != nil || tb.Filter != inJSON(filterKey(f)) {
 		return "", bad
 	}
 	return tb.Cursor, nil

@@ -62,7 +62,7 @@ func (e *recorder) Emit(_ context.Context, ev event.Event) error {
 	return nil
 }
 
-func newHandler(t *testing.T) (*Handler, *fakePlacer, *recorder) {
+func newHandler(t testing.TB) (*Handler, *fakePlacer, *recorder) {
 	t.Helper()
 	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "omni.db"))
 	if err != nil {
