@@ -106,18 +106,29 @@ func (h *Handler) Receive(ctx context.Context, e event.Event) (*event.Event, pro
 		if err := json.Unmarshal(e.Data(), &d); err != nil || d.Job == nil || d.ID == "" {
 			return nil, jobs.Invalid("data", "%s: data is not a job: %v", Name, err)
 		}
-		if !d.Status.Terminal() {
-			if len(d.Job.Attempts) == 0 {
-				log.Debugw("ignoring a job that has not ended", "job", d.ID, "status", d.Status)
+		// The event is a hint: the job is read from the store, so that an event claiming a
+		// running job ended (forged, or stale) cannot have its pods released early.
+		j, err := h.Jobs.GetJob(ctx, d.ID)
+		switch {
+		case errors.Is(err, jobs.ErrNotFound):
+			log.Debugw("ignoring an event about an unknown job", "job", d.ID)
+			return nil, protocol.ResultACK
+		case err != nil:
+			return nil, fmt.Errorf("%s: read job %s: %w", Name, d.ID, err)
+		}
+		if !j.Status.Terminal() {
+			if len(j.Attempts) == 0 {
+				log.Debugw("ignoring a job that has not ended", "job", j.ID, "status", j.Status)
 				return nil, protocol.ResultACK
 			}
 			// A job sent back to the queue: the logs of the attempts the infrastructure lost.
-			if err := h.archiveEarlier(ctx, d.Job); err != nil {
-				return nil, fmt.Errorf("%s: archive the earlier attempts of job %s: %w", Name, d.ID, err)
+			if err := h.archiveEarlier(ctx, j); err != nil {
+				return nil, fmt.Errorf("%s: archive the earlier attempts of job %s: %w", Name, j.ID, err)
 			}
 			return nil, protocol.ResultACK
 		}
-		res, err := h.Archive(ctx, d.Job)
+		d.Job = j.Redacted()
+		res, err := h.Archive(ctx, j)
 		if err != nil {
 			return nil, fmt.Errorf("%s: archive job %s: %w", Name, d.ID, err)
 		}

@@ -152,13 +152,27 @@ func newFixture(t testing.TB, n int) *fixture {
 	return f
 }
 
+// event stores f.job as the tests changed it (log-archive reads the job from the store; the
+// event is a hint) and returns its job.changed.
 func (f *fixture) event(t *testing.T) event.Event {
 	t.Helper()
+	f.store(t, f.job)
 	e, err := events.NewJobEvent(events.TypeJobChanged, "status-sync", f.job, jobs.StatusRunning)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return e
+}
+
+// store makes the stored job's status and steps those of j.
+func (f *fixture) store(t *testing.T, j *jobs.Job) {
+	t.Helper()
+	if _, _, err := f.st.UpdateJob(t.Context(), j.ID, func(s *jobs.Job) (bool, error) {
+		s.Status, s.Steps, s.Cluster, s.Namespace, s.Attempt, s.Attempts = j.Status, j.Steps, j.Cluster, j.Namespace, j.Attempt, j.Attempts
+		return true, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // archived returns the archived text of step and checks the chunks are numbered 1, 2, ….
@@ -510,7 +524,10 @@ func TestReceiveRejects(t *testing.T) {
 	}
 	running := f.job.Clone()
 	running.Status = jobs.StatusRunning
+	f.store(t, running)
 	runningEvent, _ := events.NewJobEvent(events.TypeJobChanged, "status-sync", running, jobs.StatusPending)
+	// An event that says the job ended while the store says it runs (forged, or stale).
+	forged, _ := events.NewJobEvent(events.TypeJobChanged, "status-sync", f.job, jobs.StatusRunning)
 	tests := map[string]struct {
 		e        event.Event
 		wantCode int // 0: ACK without reply
@@ -519,6 +536,7 @@ func TestReceiveRejects(t *testing.T) {
 		"job.changed without job": {bad(events.TypeJobChanged, []int{1}), http.StatusBadRequest},
 		"job without id":          {bad(events.TypeJobChanged, map[string]any{"status": "failed"}), http.StatusBadRequest},
 		"job not ended":           {runningEvent, 0},
+		"job not ended in store":  {forged, 0},
 		"push without lines":      {bad(events.TypeLogsAppended, events.LogsAppendedData{Step: "build", Seq: 1}), http.StatusBadRequest},
 		"push to unknown step":    {bad(events.TypeLogsAppended, events.LogsAppendedData{Step: "nope", Seq: 1, Lines: []events.AppendedLine{{Text: "x"}}}), http.StatusBadRequest},
 		"push seq 0":              {bad(events.TypeLogsAppended, events.LogsAppendedData{Step: "build", Lines: []events.AppendedLine{{Text: "x"}}}), http.StatusBadRequest},
