@@ -31,6 +31,24 @@ export function replace(el, ...children) {
   return el;
 }
 
+/**
+ * update is replace for what a poller redraws: it builds children, and changes el only when
+ * their markup differs from what el shows. A refresh that changes nothing then leaves the nodes a
+ * reader may be clicking in place (a click whose press and release land on different nodes is
+ * lost). Listeners are not compared: the same markup is built from the same job.
+ */
+export function update(el, ...children) {
+  const next = document.createElement(el.tagName);
+  append(next, children);
+  if (next.innerHTML !== el.innerHTML) el.replaceChildren(...next.childNodes);
+  return el;
+}
+
+/** setText sets el's text only when it differs (no needless mutation of a node in use). */
+export function setText(el, text) {
+  if (el.textContent !== text) el.textContent = text;
+}
+
 /** badge shows a job or step status. */
 export function badge(status) {
   return h('span', { class: `badge s-${status || 'unknown'}` }, status || 'unknown');

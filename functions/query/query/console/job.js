@@ -2,7 +2,7 @@
 // and reasons, the earlier attempts (lost to the infrastructure), the log of the chosen step following live, and cancel and rerun for submitters
 // of the job's service. The job is read again every second or two until it has ended.
 import { api, canSubmit } from './api.js';
-import { h, replace, badge, when, duration, poller, terminal } from './dom.js';
+import { h, replace, update, setText, badge, when, duration, poller, terminal } from './dom.js';
 import { logView } from './log.js';
 
 const refreshMs = 1500;
@@ -57,17 +57,17 @@ export function jobView(main, ctx, id, params) {
   }
 
   function render(j) {
-    replace(head, h('h1', {}, h('span', { class: 'mono' }, j.id), ' ', h('span', { id: 'status' }, badge(j.status))),
+    update(head, h('h1', {}, h('span', { class: 'mono' }, j.id), ' ', h('span', { id: 'status' }, badge(j.status))),
       j.reason || j.message ? h('p', { class: 'reason', id: 'reason' }, [j.reason, j.message].filter(Boolean).join(': ')) : null);
     const mayAct = canSubmit(ctx.me, j.service);
-    replace(actions,
+    update(actions,
       mayAct && !terminal.has(j.status) ? h('button', { id: 'cancel', class: 'danger', type: 'button',
         onclick: () => { if (confirm(`Cancel job ${j.id}?`)) act('cancel', 'DELETE', `v1/jobs/${j.id}`); } }, j.cancelRequested ? 'Cancelling…' : 'Cancel') : null,
       mayAct ? h('button', { id: 'rerun', type: 'button', onclick: () => act('rerun', 'POST', `v1/jobs/${j.id}:rerun`) }, 'Rerun') : null,
       h('a', { class: 'button', href: `#/jobs?service=${encodeURIComponent(j.service)}` }, `All jobs of ${j.service}`));
     const fact = (k, v) => (v ? [h('dt', {}, k), h('dd', {}, v)] : []);
     const q = j.queue || {};
-    replace(facts,
+    update(facts,
       fact('Service', j.service), fact('Task', j.task), fact('Arch', j.arch), fact('Domain', j.domain),
       fact('Cluster', j.cluster), fact('Created', when(j.createdAt)), fact('Started', when(j.startedAt)),
       fact('Finished', when(j.finishedAt)), fact('Took', duration(j.startedAt, j.finishedAt)),
@@ -78,7 +78,7 @@ export function jobView(main, ctx, id, params) {
     renderSteps(j);
     const labels = Object.entries(j.labels || {});
     const attempts = j.attempts || [];
-    replace(details,
+    update(details,
       attempts.length ? [h('h2', {}, 'Earlier attempts'), h('div', { class: 'scroll' }, h('table', { id: 'attempts' },
         h('thead', {}, h('tr', {}, ['#', 'Status', 'Cluster', 'Started', 'Took', 'Why', 'Steps'].map((c) => h('th', {}, c)))),
         h('tbody', {}, attempts.map((a) => h('tr', {},
@@ -91,23 +91,44 @@ export function jobView(main, ctx, id, params) {
       h('h2', {}, 'Labels'), labels.length ? h('p', { id: 'labels' }, labels.map(([k, v]) => h('span', { class: 'chip' }, `${k}=${v}`))) : h('p', { class: 'muted' }, 'None.'));
   }
 
+  // Each step's button is built once and then updated in place, so that a refresh never
+  // replaces the button a reader is clicking (the running step's duration changes every time).
+  const stepEls = new Map();
   function renderSteps(j) {
     // The timeline spans from the first step's start to the last end (or now).
     const starts = j.steps.map((s) => s.startedAt).filter(Boolean).map((t) => new Date(t));
     const t0 = starts.length ? Math.min(...starts) : 0;
     const ends = j.steps.map((s) => (s.finishedAt ? new Date(s.finishedAt) : s.startedAt ? new Date() : 0));
     const span = Math.max(1, Math.max(0, ...ends) - t0);
-    replace(timeline, j.steps.map((s) => {
+    const buttons = j.steps.map((s) => {
+      let e = stepEls.get(s.name);
+      if (!e) {
+        e = { badge: badge(''), dur: h('span', { class: 'sdur' }), exit: h('span', { class: 'sexit' }),
+          reason: h('span', { class: 'sreason' }), fill: h('span') };
+        e.button = h('button', { type: 'button', dataset: { step: s.name }, onclick: () => showLog(s.name) },
+          h('span', { class: 'sname' }, s.name), e.badge, e.dur, e.exit, e.reason, h('span', { class: 'bar' }, e.fill));
+        stepEls.set(s.name, e);
+      }
       const a = s.startedAt ? new Date(s.startedAt) - t0 : 0;
       const b = s.startedAt ? (s.finishedAt ? new Date(s.finishedAt) : new Date()) - t0 : 0;
-      return h('button', { type: 'button', class: `step${s.name === step && !attempt ? ' chosen' : ''}`, dataset: { step: s.name, status: s.status },
-        onclick: () => showLog(s.name) },
-      h('span', { class: 'sname' }, s.name), badge(s.status),
-      h('span', { class: 'sdur' }, duration(s.startedAt, s.finishedAt)),
-      h('span', { class: 'sexit' }, s.exitCode !== undefined && s.exitCode !== null ? `exit ${s.exitCode}` : ''),
-      h('span', { class: 'sreason' }, [s.reason, s.message].filter(Boolean).join(': ')),
-      h('span', { class: 'bar' }, h('span', { class: `fill s-${s.status}`, style: { marginLeft: `${(100 * a / span).toFixed(2)}%`, width: `${Math.max(0.5, 100 * (b - a) / span).toFixed(2)}%` } })));
-    }));
+      e.button.className = `step${s.name === step && !attempt ? ' chosen' : ''}`;
+      e.button.dataset.status = s.status;
+      if (e.status !== s.status) {
+        const nb = badge(s.status);
+        e.badge.replaceWith(nb);
+        e.badge = nb;
+        e.status = s.status;
+      }
+      setText(e.dur, duration(s.startedAt, s.finishedAt));
+      setText(e.exit, s.exitCode !== undefined && s.exitCode !== null ? `exit ${s.exitCode}` : '');
+      setText(e.reason, [s.reason, s.message].filter(Boolean).join(': '));
+      e.fill.className = `fill s-${s.status}`;
+      e.fill.style.marginLeft = `${(100 * a / span).toFixed(2)}%`;
+      e.fill.style.width = `${Math.max(0.5, 100 * (b - a) / span).toFixed(2)}%`;
+      return e.button;
+    });
+    const shown = [...timeline.children];
+    if (buttons.length !== shown.length || buttons.some((b, i) => shown[i] !== b)) replace(timeline, buttons);
   }
 
   async function refresh() {
@@ -118,7 +139,7 @@ export function jobView(main, ctx, id, params) {
       ctx.show(err, 'see this job');
       if (err.status === 404 || err.status === 401) {
         p.stop();
-        replace(head, h('h1', {}, 'Job ', h('span', { class: 'mono' }, id)));
+        update(head, h('h1', {}, 'Job ', h('span', { class: 'mono' }, id)));
       }
       return;
     }

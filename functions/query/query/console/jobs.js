@@ -2,7 +2,7 @@
 // polling GET /v1/jobs. The API filters by service, task, status and time; arch is filtered
 // here, on the jobs of the pages read.
 import { api } from './api.js';
-import { h, replace, badge, when, duration, poller, statuses } from './dom.js';
+import { h, replace, setText, badge, when, duration, poller, statuses } from './dom.js';
 
 const pageSize = 100;
 const refreshMs = 2000;
@@ -83,18 +83,36 @@ export function jobsView(main, ctx, params) {
     }
   }
 
+  // A job's row is built once and then updated cell by cell: a refresh never replaces the link
+  // a reader is clicking (a click whose press and release land on different nodes is lost).
+  const rowsByID = new Map();
+  function rowOf(j) {
+    let r = rowsByID.get(j.id);
+    if (!r) {
+      const cells = [0, 1, 2, 3, 4, 5, 6].map((i) => h('td', { class: `c${i}` }));
+      cells[0].append(h('a', { href: `#/jobs/${j.id}`, class: 'mono' }, j.id));
+      r = { tr: h('tr', { dataset: { id: j.id } }, cells), cells, status: null };
+      rowsByID.set(j.id, r);
+    }
+    r.tr.dataset.status = j.status;
+    if (r.status !== j.status) {
+      r.cells[3].replaceChildren(badge(j.status));
+      r.status = j.status;
+    }
+    setText(r.cells[1], j.task);
+    setText(r.cells[2], j.arch);
+    setText(r.cells[4], when(j.createdAt));
+    setText(r.cells[5], duration(j.startedAt, j.finishedAt));
+    setText(r.cells[6], j.reason || '');
+    return r.tr;
+  }
+
   function render() {
     const rows = [...seen.values()]
       .filter((j) => !f.arch || j.arch === f.arch)
       .sort((a, b) => (a.createdAt < b.createdAt ? 1 : a.createdAt > b.createdAt ? -1 : 0));
-    replace(body, rows.map((j) => h('tr', { dataset: { id: j.id, status: j.status } },
-      h('td', { class: 'c0' }, h('a', { href: `#/jobs/${j.id}`, class: 'mono' }, j.id)),
-      h('td', { class: 'c1' }, j.task),
-      h('td', { class: 'c2' }, j.arch),
-      h('td', { class: 'c3' }, badge(j.status)),
-      h('td', { class: 'c4' }, when(j.createdAt)),
-      h('td', { class: 'c5' }, duration(j.startedAt, j.finishedAt)),
-      h('td', { class: 'c6' }, j.reason || ''))));
+    const trs = rows.map(rowOf);
+    if (trs.length !== body.children.length || trs.some((tr, i) => body.children[i] !== tr)) replace(body, trs);
     note.textContent = rows.length ? `${rows.length} job${rows.length === 1 ? '' : 's'} of ${f.service}; refreshed ${new Date().toLocaleTimeString()}.`
       : `No jobs of ${f.service} match.`;
     more.hidden = !next;
