@@ -78,7 +78,7 @@ type Dispatcher struct {
 	// Default 20s; it must stay below status-sync's resync grace.
 	RepairAfter time.Duration
 
-	mu sync.Mutex // one pass at a time in a process; replicas are kept apart by the store
+	gate passGate // one pass at a time in a process, shared by the callers (Dispatch)
 }
 
 // Report sums up one dispatch pass.
@@ -97,26 +97,117 @@ type DispatchOptions struct {
 	Quiet string
 }
 
-// Dispatch runs passes until one ends without losing a race for a slot (at most 5).
+// Dispatch makes sure a dispatch pass runs that starts after this call, and returns its
+// report. Passes are coalesced in a process: while one runs, the callers that come meanwhile
+// wait for the next one, which one of them runs for all of them (with Repair if any asked for
+// it). A burst of submits and triggers therefore costs one pass per pass time, not one pass
+// each, and every caller still sees a pass that read the store after its call: a job stored
+// before the call is considered, so a submit's answer shows its job pending when it had room.
+// A pass is run until it ends without losing a race for a slot (at most 5 times).
 func (h *Handler) Dispatch(ctx context.Context, o DispatchOptions) (Report, error) {
 	d := h.Dispatcher
 	if d == nil || d.Store == nil {
 		return Report{}, errors.New("dispatch: no dispatcher configured")
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	var total Report
-	for range 5 {
-		rep, retry, err := h.pass(ctx, o)
-		total.Dispatched += rep.Dispatched
-		total.Released += rep.Released
-		total.Repaired += rep.Repaired
-		total.Waiting = rep.Waiting
-		if err != nil || !retry {
-			return total, err
-		}
+	if o.Quiet != "" {
+		defer d.Hush(o.Quiet)()
 	}
-	return total, nil
+	return d.gate.do(ctx, o.Repair, func(ctx context.Context, repair bool) (Report, error) {
+		var total Report
+		for range 5 {
+			rep, retry, err := h.pass(ctx, DispatchOptions{Repair: repair})
+			total.Dispatched += rep.Dispatched
+			total.Released += rep.Released
+			total.Repaired += rep.Repaired
+			total.Waiting = rep.Waiting
+			if err != nil || !retry {
+				return total, err
+			}
+		}
+		return total, nil
+	})
+}
+
+// Hush keeps the queued → pending change of job id from being emitted by this process's
+// passes until the returned func is called: submit registers its job before storing it and
+// emits job.created itself with the job as its answer shows it.
+func (d *Dispatcher) Hush(id string) (unhush func()) {
+	g := &d.gate
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.hushed == nil {
+		g.hushed = map[string]int{}
+	}
+	g.hushed[id]++
+	return sync.OnceFunc(func() {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		if g.hushed[id]--; g.hushed[id] <= 0 {
+			delete(g.hushed, id)
+		}
+	})
+}
+
+// forJob returns the options of a pass for placing job id (Quiet when it is hushed).
+func (d *Dispatcher) forJob(o DispatchOptions, id string) DispatchOptions {
+	g := &d.gate
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.hushed[id] > 0 {
+		o.Quiet = id
+	}
+	return o
+}
+
+// passGate coalesces the dispatch passes of a process (see Dispatch).
+type passGate struct {
+	mu        sync.Mutex
+	requested uint64        // calls so far
+	finished  uint64        // calls covered by the last finished pass (it started after them)
+	running   bool          // a pass is running
+	done      chan struct{} // closed when the running pass ends
+	repair    bool          // a call not yet covered asked for repairs
+	last      Report        // of the last finished pass
+	lastErr   error
+	hushed    map[string]int // job id → Hush calls not yet undone
+}
+
+// do returns the outcome of a run of pass that started after this call: the caller runs it
+// itself when no pass is running, else it waits for the running one to end and then either
+// finds its call covered by a pass another caller ran meanwhile, or runs the next one itself
+// (covering every call so far). A pass runs without the caller's cancellation: others may wait
+// for it; a caller whose context ends stops waiting.
+func (g *passGate) do(ctx context.Context, repair bool, pass func(context.Context, bool) (Report, error)) (Report, error) {
+	g.mu.Lock()
+	g.requested++
+	mine := g.requested
+	g.repair = g.repair || repair
+	for {
+		if g.finished >= mine {
+			rep, err := g.last, g.lastErr
+			g.mu.Unlock()
+			return rep, err
+		}
+		if !g.running {
+			g.running, g.done = true, make(chan struct{})
+			covers, rp := g.requested, g.repair
+			g.repair = false
+			g.mu.Unlock()
+			rep, err := pass(context.WithoutCancel(ctx), rp)
+			g.mu.Lock()
+			g.running, g.finished, g.last, g.lastErr = false, covers, rep, err
+			close(g.done)
+			continue
+		}
+		done := g.done
+		g.mu.Unlock()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return Report{}, fmt.Errorf("dispatch: wait for a pass: %w", ctx.Err())
+		}
+		g.mu.Lock()
+	}
 }
 
 // state is what one pass knows of the queue.
@@ -263,7 +354,7 @@ func (h *Handler) pass(ctx context.Context, o DispatchOptions) (rep Report, retr
 			reasons[j.ID], left = why, append(left, j)
 			continue
 		}
-		why, placed, lost, err := h.place(ctx, st, pol, j, o)
+		why, placed, lost, err := h.place(ctx, st, pol, j, d.forJob(o, j.ID))
 		if err != nil {
 			return rep, false, err
 		}

@@ -57,15 +57,20 @@ func (h *Handler) enqueue(ctx context.Context, req Request, params map[string]an
 	for _, s := range cat.Steps(req.Task) {
 		j.Steps = append(j.Steps, jobs.Step{Name: s, Status: jobs.StepWaiting})
 	}
+	// Hushed from before it is stored: a pass of this process that places it (the one below,
+	// or one already running) does not emit job.changed before job.created.
+	unhush := d.Hush(id)
+	defer unhush()
 	if err := h.Store.CreateJob(ctx, j); errors.Is(err, jobs.ErrExists) && key != "" {
 		return h.replay(ctx, req, id)
 	} else if err != nil {
 		return nil, false, fmt.Errorf("record job: %w", err)
 	}
-	if _, err := h.Dispatch(ctx, DispatchOptions{Quiet: id}); err != nil {
+	if _, err := h.Dispatch(ctx, DispatchOptions{}); err != nil {
 		// The job is stored queued: the next pass (a trigger or the resync) places it.
 		logging.FromContext(ctx).Warnw("dispatch after submit failed", "job", id, "error", err)
 	}
+	unhush() // a later pass that places it emits queued → pending
 	stored, err := h.Store.GetJob(ctx, id)
 	if err != nil {
 		return nil, false, fmt.Errorf("read job back: %w", err)

@@ -1,0 +1,167 @@
+package submit
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/omnibuildplatform/omni-orchestrator/shared/events"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/sqlite"
+)
+
+// heldStore counts the dispatch passes (each starts with the first page of ListUnsettled) and
+// holds the first one, after it read its first page, until released.
+type heldStore struct {
+	*sqlite.Store
+	mu       sync.Mutex
+	passes   int
+	entered  chan struct{} // closed when the first pass started
+	release  chan struct{} // the first pass goes on once this is closed
+	holdOnce sync.Once
+}
+
+func (s *heldStore) ListUnsettled(ctx context.Context, cursor string, limit int) ([]*jobs.Job, string, error) {
+	page, next, err := s.Store.ListUnsettled(ctx, cursor, limit)
+	if cursor == "" {
+		s.mu.Lock()
+		s.passes++
+		first := s.passes == 1
+		s.mu.Unlock()
+		if first { // after its read: it does not see what is stored meanwhile
+			close(s.entered)
+			<-s.release
+		}
+	}
+	return page, next, err
+}
+
+func (s *heldStore) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.passes
+}
+
+// holdFirstPass makes f's first handler's next pass wait until the returned func is called.
+func holdFirstPass(t *testing.T, f *queueFixture) (*heldStore, func()) {
+	t.Helper()
+	hs := &heldStore{Store: f.store, entered: make(chan struct{}), release: make(chan struct{})}
+	f.handlers[0].Dispatcher.Store = hs
+	return hs, sync.OnceFunc(func() { close(hs.release) })
+}
+
+// waitCalls waits until d has seen n Dispatch calls.
+func waitCalls(t *testing.T, d *Dispatcher, n uint64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for {
+		d.gate.mu.Lock()
+		got := d.gate.requested
+		d.gate.mu.Unlock()
+		if got >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d Dispatch calls registered after 10s, want %d", got, n)
+		}
+		<-tick.C
+	}
+}
+
+// Calls that come while a pass runs are served by one more pass, which starts after all of
+// them, and each gets that pass's report: a burst costs two passes, not one each.
+func TestDispatchCoalescesPasses(t *testing.T) {
+	in := &fakeInstance{name: "arm-1", capacity: 3, weight: 1}
+	f := newQueue(t, "", 1, in)
+	h := f.handlers[0]
+	a := f.submit(t, "release", "")
+	if a.Status != jobs.StatusPending {
+		t.Fatalf("first job %s, want pending", a.Status)
+	}
+	hs, release := holdFirstPass(t, f)
+	defer release()
+	ctx := context.Background()
+	first := make(chan error, 1)
+	go func() {
+		_, err := h.Dispatch(ctx, DispatchOptions{})
+		first <- err
+	}()
+	<-hs.entered
+	// A job stored while the first pass runs: the calls that come now must see it placed.
+	b := &jobs.Job{ID: "coalesced-b", Service: "release", Task: "buildrpm", Domain: "d", Arch: "aarch64",
+		Status: jobs.StatusQueued, Parameters: map[string]any{"srpmUrl": "https://example.org/b.src.rpm"},
+		Queue: &jobs.Queue{Class: "normal", Slots: 1}, CreatedAt: time.Now(), UpdatedAt: time.Now()}
+	if err := f.store.CreateJob(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	const callers = 10
+	reps := make([]Report, callers)
+	errs := make([]error, callers)
+	var wg sync.WaitGroup
+	for i := range callers {
+		wg.Go(func() { reps[i], errs[i] = h.Dispatch(ctx, DispatchOptions{Repair: i == 3}) })
+	}
+	waitCalls(t, h.Dispatcher, 1+callers+1) // the submit's call, the held one, the callers
+	release()
+	wg.Wait()
+	if err := <-first; err != nil {
+		t.Fatalf("held pass: %v", err)
+	}
+	if n := hs.count(); n != 2 {
+		t.Errorf("%d passes for a held pass and %d calls during it, want 2", n, callers)
+	}
+	for i := range callers {
+		if errs[i] != nil || reps[i].Dispatched != 1 {
+			t.Errorf("call %d: %+v, %v; want the report of the pass that placed the second job", i, reps[i], errs[i])
+		}
+	}
+	if got := f.get(t, b.ID); got.Status != jobs.StatusPending || in.objects[b.ID] != 1 {
+		t.Errorf("job stored during the held pass: %s, created %d times; want pending, once", got.Status, in.objects[b.ID])
+	}
+}
+
+// A submit that comes while a pass runs waits for the next pass: its answer shows its job
+// pending when there is room, and job.changed (queued → pending) is not emitted for it, since
+// its job.created carries the job as dispatched.
+func TestSubmitDuringAPassAnswersPending(t *testing.T) {
+	f := newQueue(t, "", 1, &fakeInstance{name: "arm-1", capacity: 2, weight: 1})
+	h := f.handlers[0]
+	hs, release := holdFirstPass(t, f)
+	defer release()
+	held := make(chan error, 1)
+	go func() {
+		_, err := h.Dispatch(context.Background(), DispatchOptions{})
+		held <- err
+	}()
+	<-hs.entered
+	got := make(chan *jobs.Job, 1)
+	go func() { got <- f.submit(t, "release", "") }()
+	waitCalls(t, h.Dispatcher, 2)
+	release()
+	if err := <-held; err != nil {
+		t.Fatal(err)
+	}
+	var j *jobs.Job
+	select {
+	case j = <-got:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the submit did not answer within 30s")
+	}
+	if j.Status != jobs.StatusPending {
+		t.Fatalf("submit during a pass: %s, want pending (the instance had room)", j.Status)
+	}
+	f.events.mu.Lock()
+	defer f.events.mu.Unlock()
+	var types []string
+	for _, e := range f.events.got {
+		if e.Subject() == j.ID {
+			types = append(types, e.Type())
+		}
+	}
+	if len(types) != 1 || types[0] != events.TypeJobCreated {
+		t.Errorf("events of the job: %v, want only job.created", types)
+	}
+}
