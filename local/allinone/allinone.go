@@ -67,6 +67,9 @@ type Options struct {
 	BackoffScale float64
 	// Platform tunes the local clusters.
 	Platform platform.Options
+	// Weights are the weights of the local clusters' engine instances, by cluster name, in the
+	// cluster configs written for them (default 1). Capacities come from the queue policy.
+	Weights map[string]int
 	// Logger receives the functions' logs. Default: a production logger at info.
 	Logger *zap.SugaredLogger
 	// Progress receives human progress lines. Default: discarded.
@@ -183,12 +186,12 @@ func Start(ctx context.Context, opts Options) (_ *Main, err error) {
 		if po.Log == nil {
 			po.Log = opts.Progress
 		}
-		fmt.Fprintln(opts.Progress, "starting local clusters x86_64 and aarch64 (kwok + real Kubernetes control plane + Knative ApiServerSource adapter)…")
+		fmt.Fprintln(opts.Progress, "starting the local clusters (kwok + real Kubernetes control plane + Knative ApiServerSource adapter)…")
 		if m.Platform, err = platform.Start(ctx, po); err != nil {
 			return nil, fmt.Errorf("start local clusters: %w", err)
 		}
 		s.ClustersDir = filepath.Join(dataDir, "clusters")
-		if err := writeClusterConfigs(s.ClustersDir, m.Platform); err != nil {
+		if err := writeClusterConfigs(s.ClustersDir, m.Platform, opts.Weights); err != nil {
 			return nil, err
 		}
 	}
@@ -420,8 +423,9 @@ func persistentKey(path string) (string, error) {
 	return s, nil
 }
 
-// writeClusterConfigs writes config/clusters-style files for the local clusters.
-func writeClusterConfigs(dir string, p *platform.Platform) error {
+// writeClusterConfigs writes config/clusters-style files for the local clusters, with the
+// given instance weights.
+func writeClusterConfigs(dir string, p *platform.Platform, weights map[string]int) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
@@ -432,7 +436,7 @@ func writeClusterConfigs(dir string, p *platform.Platform) error {
 			ac = &kube.ArchConfig{Arch: c.Arch}
 			byArch[c.Arch] = ac
 		}
-		ac.Instances = append(ac.Instances, kube.Instance{Name: c.Name, Kubeconfig: c.Kubeconfig, Namespace: "default"})
+		ac.Instances = append(ac.Instances, kube.Instance{Name: c.Name, Kubeconfig: c.Kubeconfig, Namespace: "default", Weight: weights[c.Name]})
 	}
 	for arch, ac := range byArch {
 		b, err := yaml.Marshal(ac)

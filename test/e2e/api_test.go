@@ -43,7 +43,7 @@ func TestAPIErrors(t *testing.T) {
 		wantField string
 	}{
 		"no credentials":              {anon, "GET", "/v1/jobs/" + j.ID, nil, 401, ""},
-		"wrong password":              {client{"alice", "nope"}, "GET", "/v1/jobs/" + j.ID, nil, 401, ""},
+		"wrong password":              {client{user: "alice", password: "nope"}, "GET", "/v1/jobs/" + j.ID, nil, 401, ""},
 		"no credentials on submit":    {anon, "POST", "/v1/jobs", rpmJob("team-a", "x86_64", nil), 401, ""},
 		"another service's job":       {bob, "GET", "/v1/jobs/" + j.ID, nil, 404, ""},
 		"unknown id":                  {root, "GET", "/v1/jobs/0000000000000000000000000z", nil, 404, ""},

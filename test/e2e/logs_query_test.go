@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/omnibuildplatform/omni-orchestrator/local/platform"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
@@ -259,7 +260,12 @@ func lqCordon(t *testing.T, cluster string, on bool) {
 // lqSetHold moves the hold of job id's pod to step ("" releases it).
 func lqSetHold(t *testing.T, cluster, id, step string) {
 	t.Helper()
-	cs := omni.Platform.Cluster(cluster).Clientset()
+	lqSetHoldOn(t, omni.Platform.Cluster(cluster).Clientset(), id, step)
+}
+
+// lqSetHoldOn moves the hold of job id's pod on cs to step ("" releases it).
+func lqSetHoldOn(t *testing.T, cs kubernetes.Interface, id, step string) {
+	t.Helper()
 	pods, err := cs.CoreV1().Pods("default").List(context.Background(), metav1.ListOptions{LabelSelector: jobIDLabel + "=" + id})
 	if err != nil || len(pods.Items) != 1 {
 		t.Fatalf("pods of %s: %v (%d)", id, err, len(pods.Items))

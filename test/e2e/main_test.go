@@ -161,17 +161,24 @@ func (r *recorder) of(id string) []event.Event {
 	return out
 }
 
-// client calls the API as one user.
+// client calls the API as one user, of the suite's all-in-one unless base is set.
 type client struct {
 	user, password string
+	base           string
 }
 
 var (
-	root  = client{"root", "root-pw"}
-	alice = client{"alice", "alice-pw"}
-	bob   = client{"bob", "bob-pw"}
+	root  = client{user: "root", password: "root-pw"}
+	alice = client{user: "alice", password: "alice-pw"}
+	bob   = client{user: "bob", password: "bob-pw"}
 	anon  = client{}
 )
+
+// on returns c calling the all-in-one m instead.
+func (c client) on(m *allinone.Main) client {
+	c.base = m.URL
+	return c
+}
 
 type response struct {
 	code   int
@@ -193,7 +200,11 @@ func (c client) do(t *testing.T, method, path string, body any, header ...string
 		}
 		rd = bytes.NewReader(raw)
 	}
-	req, err := http.NewRequest(method, omni.URL+path, rd)
+	base := omni.URL
+	if c.base != "" {
+		base = c.base
+	}
+	req, err := http.NewRequest(method, base+path, rd)
 	if err != nil {
 		t.Fatal(err)
 	}

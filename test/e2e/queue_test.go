@@ -23,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/omnibuildplatform/omni-orchestrator/functions/submit/submit"
 	"github.com/omnibuildplatform/omni-orchestrator/local/platform"
@@ -291,7 +292,12 @@ type qWatcher struct {
 // qWatch starts watching the Jobs and pods of services (comma-separated) on arch's cluster.
 func qWatch(t *testing.T, arch, services string) *qWatcher {
 	t.Helper()
-	cs := omni.Platform.Cluster(arch).Clientset()
+	return qWatchOn(t, omni.Platform.Cluster(arch).Clientset(), services)
+}
+
+// qWatchOn starts watching the Jobs and pods of services (comma-separated) on cs.
+func qWatchOn(t *testing.T, cs kubernetes.Interface, services string) *qWatcher {
+	t.Helper()
 	sel := metav1.ListOptions{LabelSelector: names.LabelService + " in (" + services + ")"}
 	jw, err := cs.BatchV1().Jobs("default").Watch(context.Background(), sel)
 	if err != nil {
@@ -495,7 +501,12 @@ func TestRerunLinksBothWays(t *testing.T) {
 // qRelease lets job id's held step end, once its pod exists.
 func qRelease(t *testing.T, arch, id, _ string) {
 	t.Helper()
-	cs := omni.Platform.Cluster(arch).Clientset()
+	qReleaseOn(t, omni.Platform.Cluster(arch).Clientset(), id)
+}
+
+// qReleaseOn lets job id's held step end on cs, once its pod exists.
+func qReleaseOn(t *testing.T, cs kubernetes.Interface, id string) {
+	t.Helper()
 	deadline := time.Now().Add(2 * time.Minute)
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
@@ -512,7 +523,7 @@ func qRelease(t *testing.T, arch, id, _ string) {
 		}
 		<-tick.C
 	}
-	lqSetHold(t, arch, id, "")
+	lqSetHoldOn(t, cs, id, "")
 }
 
 // TestEvictedPodRunsAgain: a pod evicted mid-build (the Eviction API, as `kubectl drain` does)
