@@ -2,9 +2,12 @@ package submit
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/omnibuildplatform/omni-orchestrator/shared/events"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
@@ -163,5 +166,79 @@ func TestSubmitDuringAPassAnswersPending(t *testing.T) {
 	}
 	if len(types) != 1 || types[0] != events.TypeJobCreated {
 		t.Errorf("events of the job: %v, want only job.created", types)
+	}
+}
+
+// overlappingInstance is a fakeInstance whose creations go through overlapCreate, as the build
+// clusters' do, and wait until want of them run at once (or a deadline passes).
+type overlappingInstance struct {
+	*fakeInstance
+	want    int
+	mu      sync.Mutex
+	running int
+	most    int
+	all     chan struct{} // closed when want creations run at once
+}
+
+func (o *overlappingInstance) Create(ctx context.Context, id string, objs []*unstructured.Unstructured) error {
+	return overlapCreate(ctx, func() error {
+		o.mu.Lock()
+		o.running++
+		o.most = max(o.most, o.running)
+		if o.running == o.want {
+			close(o.all)
+		}
+		o.mu.Unlock()
+		select {
+		case <-o.all:
+		case <-time.After(10 * time.Second): // the creations did not overlap: go on, the test fails
+		}
+		o.mu.Lock()
+		o.running--
+		o.mu.Unlock()
+		return o.fakeInstance.Create(ctx, id, objs)
+	})
+}
+
+type overlappingInstances struct{ in *overlappingInstance }
+
+func (f overlappingInstances) Instances(arch string) []Instance  { return []Instance{f.in} }
+func (f overlappingInstances) Instance(string) (Instance, error) { return f.in, nil }
+
+// A pass's creations overlap: five jobs placed in one pass are created at once, each exactly
+// once, within the instance's capacity, and the pass reports them after all were created.
+func TestPassCreationsOverlap(t *testing.T) {
+	const jobsN = 5
+	in := &overlappingInstance{fakeInstance: &fakeInstance{name: "arm-1", capacity: jobsN, weight: 1}, want: jobsN, all: make(chan struct{})}
+	f := newQueue(t, "", 1, in.fakeInstance)
+	h := f.handlers[0]
+	ctx := context.Background()
+	var ids []string
+	for i := range jobsN + 2 {
+		j := &jobs.Job{ID: fmt.Sprintf("overlap-%d", i), Service: "release", Task: "buildrpm", Domain: "d", Arch: "aarch64",
+			Status: jobs.StatusQueued, Parameters: map[string]any{"srpmUrl": "https://example.org/b.src.rpm"},
+			Queue: &jobs.Queue{Class: "normal", Slots: 1}, CreatedAt: time.Now().Add(time.Duration(i) * time.Millisecond), UpdatedAt: time.Now()}
+		if err := f.store.CreateJob(ctx, j); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, j.ID)
+	}
+	h.Dispatcher.Instances = overlappingInstances{in}
+	rep, err := h.Dispatch(ctx, DispatchOptions{})
+	if err != nil || rep.Dispatched != jobsN || rep.Waiting != 2 {
+		t.Fatalf("pass: %+v, %v; want %d dispatched and 2 waiting", rep, err, jobsN)
+	}
+	if in.most != jobsN {
+		t.Errorf("at most %d creations ran at once, want %d", in.most, jobsN)
+	}
+	for i, id := range ids {
+		got := f.get(t, id)
+		want, n := jobs.StatusPending, 1
+		if i >= jobsN {
+			want, n = jobs.StatusQueued, 0
+		}
+		if got.Status != want || in.objects[id] != n {
+			t.Errorf("job %d: %s, created %d times; want %s, %d", i, got.Status, in.objects[id], want, n)
+		}
 	}
 }

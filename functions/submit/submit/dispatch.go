@@ -349,12 +349,16 @@ func (h *Handler) pass(ctx context.Context, o DispatchOptions) (rep Report, retr
 	blocked := map[string]string{} // arch → why its head job could not be placed
 	reasons := map[string]string{}
 	var left []*jobs.Job
+	pl := newPipeline(ctx)
+	defer pl.wait()
 	for _, j := range order {
 		if why, ok := blocked[j.Arch]; ok {
 			reasons[j.ID], left = why, append(left, j)
 			continue
 		}
-		why, placed, lost, err := h.place(ctx, st, pol, j, d.forJob(o, j.ID))
+		why, placed, lost, err := pl.place(func(ctx context.Context) (string, bool, bool, error) {
+			return h.place(ctx, st, pol, j, d.forJob(o, j.ID))
+		})
 		if err != nil {
 			return rep, false, err
 		}
@@ -375,6 +379,7 @@ func (h *Handler) pass(ctx context.Context, o DispatchOptions) (rep Report, retr
 		reasons[j.ID], left = why, append(left, j)
 	}
 	rep.Waiting = len(left)
+	pl.wait() // every creation of this pass has ended (and recorded a refusal)
 	if retry {
 		return rep, true, nil
 	}
@@ -387,6 +392,89 @@ func (h *Handler) pass(ctx context.Context, o DispatchOptions) (rep Report, retr
 		rep.Repaired = h.repair(ctx, st)
 	}
 	return rep, false, nil
+}
+
+// maxCreates is how many creations of dispatched jobs' objects one pass runs at once.
+const maxCreates = 16
+
+// pipeline lets the placements of a pass overlap where they wait for a cluster: each
+// placement runs in turn up to the creation of its objects (checks, slot claims, the recorded
+// dispatch: everything that needs the pass's state and its order), and while the cluster
+// creates them, the pass goes on with the next job. The creations of a pass overlap (at most
+// maxCreates at once); a placement whose creation returned finishes (the dispatch lag, which
+// reads the pass's state) in turn again. The pass's state is touched by one party at a time:
+// mu is held by the placement running in turn, or by one finishing after its creation.
+// A placement reaches its creation through an Instance whose Create calls overlapCreate (the
+// build clusters', KubeInstances); with other instances it runs in turn from start to end.
+type pipeline struct {
+	ctx context.Context
+	mu  sync.Mutex
+	sem chan struct{}
+	wg  sync.WaitGroup
+}
+
+func newPipeline(ctx context.Context) *pipeline {
+	return &pipeline{ctx: ctx, sem: make(chan struct{}, maxCreates)}
+}
+
+// createHook is how a placement's Create tells the pipeline it reached the cluster.
+type createHook struct {
+	p       *pipeline
+	reached chan struct{}
+}
+
+type createHookKey struct{}
+
+// place runs fn, one placement, until it returned or reached the creation of its objects:
+// then the job is placed (a placement that reached its creation always ends placed; a refusal
+// is recorded by the placement itself, as CreateFailed).
+func (p *pipeline) place(fn func(context.Context) (string, bool, bool, error)) (string, bool, bool, error) {
+	type result struct {
+		why          string
+		placed, lost bool
+		err          error
+	}
+	p.sem <- struct{}{} // before mu: placements finishing after their creation need mu to free a place
+	p.mu.Lock()         // released by the placement: when it reaches its creation, or at its end
+	hk := &createHook{p: p, reached: make(chan struct{})}
+	res := make(chan result, 1)
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		why, placed, lost, err := fn(context.WithValue(p.ctx, createHookKey{}, hk))
+		p.mu.Unlock()
+		<-p.sem
+		res <- result{why, placed, lost, err}
+	}()
+	select {
+	case r := <-res:
+		return r.why, r.placed, r.lost, r.err
+	case <-hk.reached:
+		return "", true, false, nil
+	}
+}
+
+// wait waits until every placement of the pass has ended.
+func (p *pipeline) wait() { p.wg.Wait() }
+
+// overlapCreate runs create, an instance's creation of a job's objects. Within a pass's
+// pipeline, it lets the pass go on with the next job meanwhile and takes its turn again
+// afterwards; elsewhere (repairs, tests' instances) it just runs create.
+func overlapCreate(ctx context.Context, create func() error) error {
+	hk, _ := ctx.Value(createHookKey{}).(*createHook)
+	if hk == nil {
+		return create()
+	}
+	select {
+	case <-hk.reached: // a second creation in one placement: it already let go of its turn
+		return create()
+	default:
+	}
+	close(hk.reached)
+	hk.p.mu.Unlock()
+	err := create()
+	hk.p.mu.Lock()
+	return err
 }
 
 // place tries to dispatch j: it answers why j waits, or placed; lost when another dispatcher
@@ -804,6 +892,12 @@ func (k KubeInstances) Instance(name string) (Instance, error) {
 }
 
 type kubeInstance struct{ *kube.Cluster }
+
+// Create creates a job's objects on the cluster, letting a dispatch pass go on meanwhile
+// (see pipeline).
+func (k kubeInstance) Create(ctx context.Context, jobID string, objs []*unstructured.Unstructured) error {
+	return overlapCreate(ctx, func() error { return k.Cluster.Create(ctx, jobID, objs) })
+}
 
 func (k kubeInstance) Capacity() int { return k.Cluster.Capacity }
 func (k kubeInstance) Weight() int   { return k.Cluster.Weight }
