@@ -206,7 +206,7 @@ func (f overlappingInstances) Instances(arch string) []Instance  { return []Inst
 func (f overlappingInstances) Instance(string) (Instance, error) { return f.in, nil }
 
 // A pass's creations overlap: five jobs placed in one pass are created at once, each exactly
-// once, within the instance's capacity, and the pass reports them after all were created.
+// once, within the instance's capacity; CreationDone waits for each.
 func TestPassCreationsOverlap(t *testing.T) {
 	const jobsN = 5
 	in := &overlappingInstance{fakeInstance: &fakeInstance{name: "arm-1", capacity: jobsN, weight: 1}, want: jobsN, all: make(chan struct{})}
@@ -228,6 +228,13 @@ func TestPassCreationsOverlap(t *testing.T) {
 	if err != nil || rep.Dispatched != jobsN || rep.Waiting != 2 {
 		t.Fatalf("pass: %+v, %v; want %d dispatched and 2 waiting", rep, err, jobsN)
 	}
+	for _, id := range ids {
+		if err := h.Dispatcher.CreationDone(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
 	if in.most != jobsN {
 		t.Errorf("at most %d creations ran at once, want %d", in.most, jobsN)
 	}

@@ -169,7 +169,9 @@ type passGate struct {
 	repair    bool          // a call not yet covered asked for repairs
 	last      Report        // of the last finished pass
 	lastErr   error
-	hushed    map[string]int // job id → Hush calls not yet undone
+	hushed    map[string]int           // job id → Hush calls not yet undone
+	creates   chan struct{}            // a token per creation running (see pipeline)
+	creating  map[string]chan struct{} // job id → closed when its creation ended
 }
 
 // do returns the outcome of a run of pass that started after this call: the caller runs it
@@ -349,14 +351,13 @@ func (h *Handler) pass(ctx context.Context, o DispatchOptions) (rep Report, retr
 	blocked := map[string]string{} // arch → why its head job could not be placed
 	reasons := map[string]string{}
 	var left []*jobs.Job
-	pl := newPipeline(ctx)
-	defer pl.wait()
+	pl := d.newPipeline(ctx)
 	for _, j := range order {
 		if why, ok := blocked[j.Arch]; ok {
 			reasons[j.ID], left = why, append(left, j)
 			continue
 		}
-		why, placed, lost, err := pl.place(func(ctx context.Context) (string, bool, bool, error) {
+		why, placed, lost, err := pl.place(j.ID, func(ctx context.Context) (string, bool, bool, error) {
 			return h.place(ctx, st, pol, j, d.forJob(o, j.ID))
 		})
 		if err != nil {
@@ -379,7 +380,6 @@ func (h *Handler) pass(ctx context.Context, o DispatchOptions) (rep Report, retr
 		reasons[j.ID], left = why, append(left, j)
 	}
 	rep.Waiting = len(left)
-	pl.wait() // every creation of this pass has ended (and recorded a refusal)
 	if retry {
 		return rep, true, nil
 	}
@@ -394,27 +394,35 @@ func (h *Handler) pass(ctx context.Context, o DispatchOptions) (rep Report, retr
 	return rep, false, nil
 }
 
-// maxCreates is how many creations of dispatched jobs' objects one pass runs at once.
-const maxCreates = 16
+// maxCreates is how many creations of dispatched jobs' objects a process runs at once.
+const maxCreates = 32
 
-// pipeline lets the placements of a pass overlap where they wait for a cluster: each
-// placement runs in turn up to the creation of its objects (checks, slot claims, the recorded
-// dispatch: everything that needs the pass's state and its order), and while the cluster
-// creates them, the pass goes on with the next job. The creations of a pass overlap (at most
-// maxCreates at once); a placement whose creation returned finishes (the dispatch lag, which
-// reads the pass's state) in turn again. The pass's state is touched by one party at a time:
-// mu is held by the placement running in turn, or by one finishing after its creation.
-// A placement reaches its creation through an Instance whose Create calls overlapCreate (the
-// build clusters', KubeInstances); with other instances it runs in turn from start to end.
+// pipeline lets the placements of a pass go on while the clusters create what was placed:
+// each placement runs in turn up to the creation of its objects (checks, slot claims, the
+// recorded dispatch: everything that needs the pass's state and its order); while the cluster
+// creates them, the pass goes on with the next job, and the pass may end before they are
+// created (a submit waits for its own job's: CreationDone). At most maxCreates creations run
+// at once in a process. A placement whose creation returned finishes (recording a refusal as
+// CreateFailed, the dispatch lag, which reads the pass's state) in turn again: the pass's state
+// is touched by one party at a time, mu being held by the placement running in turn or by one
+// finishing after its creation. A placement reaches its creation through an Instance whose
+// Create calls overlapCreate (the build clusters', KubeInstances); with other instances it
+// runs in turn from start to end.
 type pipeline struct {
 	ctx context.Context
+	g   *passGate
 	mu  sync.Mutex
-	sem chan struct{}
-	wg  sync.WaitGroup
 }
 
-func newPipeline(ctx context.Context) *pipeline {
-	return &pipeline{ctx: ctx, sem: make(chan struct{}, maxCreates)}
+func (d *Dispatcher) newPipeline(ctx context.Context) *pipeline {
+	g := &d.gate
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.creates == nil {
+		g.creates = make(chan struct{}, maxCreates)
+		g.creating = map[string]chan struct{}{}
+	}
+	return &pipeline{ctx: ctx, g: g}
 }
 
 // createHook is how a placement's Create tells the pipeline it reached the cluster.
@@ -425,25 +433,33 @@ type createHook struct {
 
 type createHookKey struct{}
 
-// place runs fn, one placement, until it returned or reached the creation of its objects:
-// then the job is placed (a placement that reached its creation always ends placed; a refusal
-// is recorded by the placement itself, as CreateFailed).
-func (p *pipeline) place(fn func(context.Context) (string, bool, bool, error)) (string, bool, bool, error) {
+// place runs fn, the placement of job id, until it returned or reached the creation of its
+// objects: then the job is placed (a placement that reached its creation always ends placed;
+// a refusal is recorded by the placement itself, as CreateFailed).
+func (p *pipeline) place(id string, fn func(context.Context) (string, bool, bool, error)) (string, bool, bool, error) {
 	type result struct {
 		why          string
 		placed, lost bool
 		err          error
 	}
-	p.sem <- struct{}{} // before mu: placements finishing after their creation need mu to free a place
-	p.mu.Lock()         // released by the placement: when it reaches its creation, or at its end
+	p.g.creates <- struct{}{} // before mu: placements finishing after their creation need mu to free one
+	p.mu.Lock()               // released by the placement: when it reaches its creation, or at its end
 	hk := &createHook{p: p, reached: make(chan struct{})}
+	done := make(chan struct{})
+	p.g.mu.Lock()
+	p.g.creating[id] = done
+	p.g.mu.Unlock()
 	res := make(chan result, 1)
-	p.wg.Add(1)
 	go func() {
-		defer p.wg.Done()
 		why, placed, lost, err := fn(context.WithValue(p.ctx, createHookKey{}, hk))
 		p.mu.Unlock()
-		<-p.sem
+		p.g.mu.Lock()
+		if p.g.creating[id] == done {
+			delete(p.g.creating, id)
+		}
+		p.g.mu.Unlock()
+		close(done)
+		<-p.g.creates
 		res <- result{why, placed, lost, err}
 	}()
 	select {
@@ -454,8 +470,23 @@ func (p *pipeline) place(fn func(context.Context) (string, bool, bool, error)) (
 	}
 }
 
-// wait waits until every placement of the pass has ended.
-func (p *pipeline) wait() { p.wg.Wait() }
+// CreationDone waits until a creation of job id's objects that a pass of this process started
+// has ended (at once when there is none).
+func (d *Dispatcher) CreationDone(ctx context.Context, id string) error {
+	g := &d.gate
+	g.mu.Lock()
+	done := g.creating[id]
+	g.mu.Unlock()
+	if done == nil {
+		return nil
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("dispatch: wait for the creation of %s: %w", id, ctx.Err())
+	}
+}
 
 // overlapCreate runs create, an instance's creation of a job's objects. Within a pass's
 // pipeline, it lets the pass go on with the next job meanwhile and takes its turn again

@@ -69,6 +69,8 @@ func (h *Handler) enqueue(ctx context.Context, req Request, params map[string]an
 	if _, err := h.Dispatch(ctx, DispatchOptions{}); err != nil {
 		// The job is stored queued: the next pass (a trigger or the resync) places it.
 		logging.FromContext(ctx).Warnw("dispatch after submit failed", "job", id, "error", err)
+	} else if err := d.CreationDone(ctx, id); err != nil {
+		return nil, false, err
 	}
 	unhush() // a later pass that places it emits queued → pending
 	stored, err := h.Store.GetJob(ctx, id)
