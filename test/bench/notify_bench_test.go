@@ -163,28 +163,36 @@ func BenchmarkNotify(b *testing.B) {
 // submitNotifyJob submits a buildrpm job on cluster's arch with callback, whose step hold runs
 // until released (releaseStep), and returns its id.
 func submitNotifyJob(ctx context.Context, m *allinone.Main, hc *http.Client, arch, callback, hold string) (string, error) {
-	body, err := json.Marshal(map[string]any{
+	return postJob(ctx, m, hc, map[string]any{
 		"service": "bench", "task": "buildrpm", "arch": arch, "domain": "notify",
 		"parameters": map[string]any{"srpmUrl": "https://repo.example.org/src/zlib-1.3.1-1.src.rpm"},
 		"callback":   callback,
 		// Held until released, then ended at once (no simulated run time after the release).
 		"labels": map[string]string{platform.AnnotationHoldStep: hold, platform.AnnotationDurationPrefix + hold: "0s"},
 	})
+}
+
+// postJob submits req through POST /v1/jobs as the all-in-one's admin and returns the job's id.
+func postJob(ctx context.Context, m *allinone.Main, hc *http.Client, req map[string]any) (string, error) {
+	body, err := json.Marshal(req)
 	if err != nil {
 		return "", err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, m.URL+"/v1/jobs", bytes.NewReader(body))
+	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, m.URL+"/v1/jobs", bytes.NewReader(body))
 	if err != nil {
 		return "", err
 	}
-	req.Header.Set("Content-Type", "application/json")
-	req.SetBasicAuth(m.User, m.Password)
-	resp, err := hc.Do(req)
+	hr.Header.Set("Content-Type", "application/json")
+	hr.SetBasicAuth(m.User, m.Password)
+	resp, err := hc.Do(hr)
 	if err != nil {
 		return "", err
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
 	if resp.StatusCode != http.StatusCreated {
 		return "", fmt.Errorf("POST /v1/jobs: %d %s", resp.StatusCode, b)
 	}
@@ -192,7 +200,7 @@ func submitNotifyJob(ctx context.Context, m *allinone.Main, hc *http.Client, arc
 		ID string `json:"id"`
 	}
 	if err := json.Unmarshal(b, &j); err != nil {
-		return "", err
+		return "", fmt.Errorf("decode the job: %w", err)
 	}
 	return j.ID, nil
 }

@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/omnibuildplatform/omni-orchestrator/local/allinone"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/ids"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/kube/names"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/manifest"
@@ -80,17 +81,10 @@ func BenchmarkSubmit(b *testing.B) {
 		return nil
 	}
 	render := func(n int) ([][]*unstructured.Unstructured, error) {
-		cat := m.Deps.Catalogue.Current()
-		ttl := int32(3600)
 		out := make([][]*unstructured.Unstructured, n)
 		for i := range out {
 			var err error
-			out[i], err = cat.Render("buildrpm", manifest.Input{
-				JobID: ids.New(time.Now()), Namespace: "default", Service: "bench", Task: "buildrpm",
-				Domain: "bench", Arch: "x86_64", Parameters: rpmJob["parameters"].(map[string]any),
-				TTLSecondsAfterFinished: &ttl,
-			})
-			if err != nil {
+			if out[i], err = renderRPM(m, "x86_64", nil); err != nil {
 				return nil, err
 			}
 		}
@@ -186,6 +180,17 @@ func BenchmarkSubmit(b *testing.B) {
 	}
 	table("Submit: buildrpm on x86_64, all-in-one POST /v1/jobs vs client-go create of the same ConfigMap+Job",
 		[]string{"clients", "path", "jobs", "p50 ms", "p99 ms", "jobs/s", "vs baseline"}, rows)
+}
+
+// renderRPM renders rpmJob's objects for arch with labels, under a new job id, as submit
+// would on the local clusters.
+func renderRPM(m *allinone.Main, arch string, labels map[string]string) ([]*unstructured.Unstructured, error) {
+	ttl := int32(3600)
+	return m.Deps.Catalogue.Current().Render("buildrpm", manifest.Input{
+		JobID: ids.New(time.Now()), Namespace: "default", Service: "bench", Task: "buildrpm",
+		Domain: "bench", Arch: arch, Parameters: rpmJob["parameters"].(map[string]any),
+		TTLSecondsAfterFinished: &ttl, Labels: labels,
+	})
 }
 
 // resources maps the kinds buildrpm renders to their resources.

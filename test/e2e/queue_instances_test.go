@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/omnibuildplatform/omni-orchestrator/functions/submit/submit"
 	"github.com/omnibuildplatform/omni-orchestrator/local/allinone"
 	"github.com/omnibuildplatform/omni-orchestrator/local/platform"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/cassandra"
@@ -45,22 +44,7 @@ func TestQueueTwoInstancesOfOneArch(t *testing.T) {
 	for _, in := range qiInstances {
 		watches[in.name] = qWatchOn(t, m.Platform.Cluster(in.name).Clientset(), "qi")
 	}
-	other := submit.New(submit.Settings{JobTTLSecondsAfterFinished: 3600}, submit.Deps{
-		Store: m.Deps.Store, Catalogue: func() submit.Catalogue { return m.Deps.Catalogue.Current() },
-		Clusters: submit.KubePlacer{Clusters: m.Deps.Clusters}, Emitter: m.Deps.Emitter,
-		Queue: submit.QueueDeps{Store: m.Deps.Store, Instances: submit.KubeInstances{Clusters: m.Deps.Clusters}, Policy: m.Policy.Current},
-	})
-	storm := func() {
-		var wg sync.WaitGroup
-		for _, h := range []*submit.Handler{m.Submit, other, m.Submit, other} {
-			wg.Go(func() {
-				if _, err := h.Dispatch(context.Background(), submit.DispatchOptions{}); err != nil {
-					t.Errorf("dispatch: %v", err)
-				}
-			})
-		}
-		wg.Wait()
-	}
+	storm := qStorm(t, m)
 
 	// The burst: all at once.
 	ids := make([]string, burst)

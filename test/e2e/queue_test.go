@@ -26,6 +26,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/omnibuildplatform/omni-orchestrator/functions/submit/submit"
+	"github.com/omnibuildplatform/omni-orchestrator/local/allinone"
 	"github.com/omnibuildplatform/omni-orchestrator/local/platform"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/kube/names"
@@ -126,25 +127,7 @@ func TestQueueFairOrder(t *testing.T) {
 	qUsePolicy(t, ins[0].Name)
 	qWaitIdle(t, arch)
 	w := qWatch(t, arch, "qa,qb")
-	// A second dispatcher over the same store, clusters and policy: another replica.
-	other := submit.New(submit.Settings{JobTTLSecondsAfterFinished: 3600}, submit.Deps{
-		Store: omni.Deps.Store, Catalogue: func() submit.Catalogue { return omni.Deps.Catalogue.Current() },
-		Clusters: submit.KubePlacer{Clusters: omni.Deps.Clusters}, Emitter: omni.Deps.Emitter,
-		Queue: submit.QueueDeps{Store: omni.Deps.Store, Instances: submit.KubeInstances{Clusters: omni.Deps.Clusters}, Policy: omni.Policy.Current},
-	})
-	storm := func() {
-		var wg sync.WaitGroup
-		for _, h := range []*submit.Handler{omni.Submit, other, omni.Submit, other} {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if _, err := h.Dispatch(context.Background(), submit.DispatchOptions{}); err != nil {
-					t.Errorf("dispatch: %v", err)
-				}
-			}()
-		}
-		wg.Wait()
-	}
+	storm := qStorm(t, omni)
 
 	plan := []struct{ service, class string }{
 		{"qa", "normal"}, {"qb", "normal"}, // these two start at once
@@ -244,6 +227,27 @@ func TestQueueFairOrder(t *testing.T) {
 		if id == c.ID {
 			t.Errorf("the job cancelled while queued was created on the cluster")
 		}
+	}
+}
+
+// qStorm returns a func that runs four dispatch passes at once: two by m's dispatcher and two
+// by a second one over the same store, clusters and policy (another replica).
+func qStorm(t *testing.T, m *allinone.Main) func() {
+	other := submit.New(submit.Settings{JobTTLSecondsAfterFinished: 3600}, submit.Deps{
+		Store: m.Deps.Store, Catalogue: func() submit.Catalogue { return m.Deps.Catalogue.Current() },
+		Clusters: submit.KubePlacer{Clusters: m.Deps.Clusters}, Emitter: m.Deps.Emitter,
+		Queue: submit.QueueDeps{Store: m.Deps.Store, Instances: submit.KubeInstances{Clusters: m.Deps.Clusters}, Policy: m.Policy.Current},
+	})
+	return func() {
+		var wg sync.WaitGroup
+		for _, h := range []*submit.Handler{m.Submit, other, m.Submit, other} {
+			wg.Go(func() {
+				if _, err := h.Dispatch(context.Background(), submit.DispatchOptions{}); err != nil {
+					t.Errorf("dispatch: %v", err)
+				}
+			})
+		}
+		wg.Wait()
 	}
 }
 
