@@ -249,3 +249,45 @@ func TestPassCreationsOverlap(t *testing.T) {
 		}
 	}
 }
+
+// A call with NoWait during a pass returns at once; a pass that starts after the running one
+// ends runs in the background and places the job stored meanwhile.
+func TestDispatchNoWaitDuringAPass(t *testing.T) {
+	in := &fakeInstance{name: "arm-1", capacity: 3, weight: 1}
+	f := newQueue(t, "", 1, in)
+	h := f.handlers[0]
+	hs, release := holdFirstPass(t, f)
+	defer release()
+	ctx := context.Background()
+	held := make(chan error, 1)
+	go func() {
+		_, err := h.Dispatch(ctx, DispatchOptions{})
+		held <- err
+	}()
+	<-hs.entered
+	j := &jobs.Job{ID: "nowait-b", Service: "release", Task: "buildrpm", Domain: "d", Arch: "aarch64",
+		Status: jobs.StatusQueued, Parameters: map[string]any{"srpmUrl": "https://example.org/b.src.rpm"},
+		Queue: &jobs.Queue{Class: "normal", Slots: 1}, CreatedAt: time.Now(), UpdatedAt: time.Now()}
+	if err := f.store.CreateJob(ctx, j); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := h.Dispatch(ctx, DispatchOptions{NoWait: true}); err != nil || rep != (Report{}) {
+		t.Fatalf("NoWait during a pass: %+v, %v; want an empty report at once", rep, err)
+	}
+	release()
+	if err := <-held; err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for f.get(t, j.ID).Status != jobs.StatusPending {
+		if time.Now().After(deadline) {
+			t.Fatalf("the job stored during the held pass is %s after 10s (%d passes); want pending", f.get(t, j.ID).Status, hs.count())
+		}
+		<-tick.C
+	}
+	if n := hs.count(); n != 2 {
+		t.Errorf("%d passes, want 2 (the held one and the one after it)", n)
+	}
+}

@@ -95,6 +95,10 @@ type DispatchOptions struct {
 	Repair bool
 	// Quiet is a job whose queued → pending change is not emitted (submit emits job.created).
 	Quiet string
+	// NoWait returns at once, with an empty report, when a pass is running in this process: a
+	// pass that starts after it ends is then run in the background and covers this call (the
+	// Broker's Trigger: its delivery need not hold a worker of the Broker for two passes).
+	NoWait bool
 }
 
 // Dispatch makes sure a dispatch pass runs that starts after this call, and returns its
@@ -112,7 +116,7 @@ func (h *Handler) Dispatch(ctx context.Context, o DispatchOptions) (Report, erro
 	if o.Quiet != "" {
 		defer d.Hush(o.Quiet)()
 	}
-	return d.gate.do(ctx, o.Repair, func(ctx context.Context, repair bool) (Report, error) {
+	return d.gate.do(ctx, o.Repair, o.NoWait, func(ctx context.Context, repair bool) (Report, error) {
 		var total Report
 		for range 5 {
 			rep, retry, err := h.pass(ctx, DispatchOptions{Repair: repair})
@@ -167,6 +171,7 @@ type passGate struct {
 	running   bool          // a pass is running
 	done      chan struct{} // closed when the running pass ends
 	repair    bool          // a call not yet covered asked for repairs
+	noWait    uint64        // the last call that returned at once while a pass ran
 	last      Report        // of the last finished pass
 	lastErr   error
 	hushed    map[string]int           // job id → Hush calls not yet undone
@@ -177,13 +182,19 @@ type passGate struct {
 // do returns the outcome of a run of pass that started after this call: the caller runs it
 // itself when no pass is running, else it waits for the running one to end and then either
 // finds its call covered by a pass another caller ran meanwhile, or runs the next one itself
-// (covering every call so far). A pass runs without the caller's cancellation: others may wait
-// for it; a caller whose context ends stops waiting.
-func (g *passGate) do(ctx context.Context, repair bool, pass func(context.Context, bool) (Report, error)) (Report, error) {
+// (covering every call so far). With noWait and a pass running, it returns at once, and the
+// end of the running pass starts the next one in the background. A pass runs without the
+// caller's cancellation: others may wait for it; a caller whose context ends stops waiting.
+func (g *passGate) do(ctx context.Context, repair, noWait bool, pass func(context.Context, bool) (Report, error)) (Report, error) {
 	g.mu.Lock()
 	g.requested++
 	mine := g.requested
 	g.repair = g.repair || repair
+	if noWait && g.running {
+		g.noWait = mine
+		g.mu.Unlock()
+		return Report{}, nil
+	}
 	for {
 		if g.finished >= mine {
 			rep, err := g.last, g.lastErr
@@ -199,6 +210,16 @@ func (g *passGate) do(ctx context.Context, repair bool, pass func(context.Contex
 			g.mu.Lock()
 			g.running, g.finished, g.last, g.lastErr = false, covers, rep, err
 			close(g.done)
+			if g.noWait > covers {
+				// A call that did not wait came during this pass: a pass that starts after
+				// this one covers it, whoever else waits.
+				g.noWait = 0
+				go func() {
+					if _, err := g.do(context.WithoutCancel(ctx), false, false, pass); err != nil {
+						logging.FromContext(ctx).Warnw("dispatch pass for a trigger failed; the next trigger or the resync runs another", "error", err)
+					}
+				}()
+			}
 			continue
 		}
 		done := g.done
@@ -884,7 +905,7 @@ func claimAttempt(claim string) int {
 // receiveDispatch runs a pass for a Broker event (terminal job.changed, queued job.created);
 // receiveResync runs one with repair for the PingSource.
 func (h *Handler) receiveDispatch(ctx context.Context, e event.Event) (*event.Event, protocol.Result) {
-	rep, err := h.Dispatch(ctx, DispatchOptions{})
+	rep, err := h.Dispatch(ctx, DispatchOptions{NoWait: true})
 	if err != nil {
 		return nil, err
 	}
