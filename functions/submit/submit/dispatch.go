@@ -8,6 +8,7 @@ import (
 	"fmt"
 	mrand "math/rand/v2"
 	"net/http"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -462,6 +463,7 @@ func (p *pipeline) place(id string, fn func(context.Context) (string, bool, bool
 		why          string
 		placed, lost bool
 		err          error
+		exited       bool // the placement's goroutine ended without returning
 	}
 	p.g.creates <- struct{}{} // before mu: placements finishing after their creation need mu to free one
 	p.mu.Lock()               // released by the placement: when it reaches its creation, or at its end
@@ -472,7 +474,14 @@ func (p *pipeline) place(id string, fn func(context.Context) (string, bool, bool
 	p.g.mu.Unlock()
 	res := make(chan result, 1)
 	go func() {
+		returned := false
+		defer func() {
+			if !returned { // runtime.Goexit (a process dying, in tests) or a panic
+				res <- result{exited: true}
+			}
+		}()
 		why, placed, lost, err := fn(context.WithValue(p.ctx, createHookKey{}, hk))
+		returned = true
 		p.mu.Unlock()
 		p.g.mu.Lock()
 		if p.g.creating[id] == done {
@@ -481,10 +490,15 @@ func (p *pipeline) place(id string, fn func(context.Context) (string, bool, bool
 		p.g.mu.Unlock()
 		close(done)
 		<-p.g.creates
-		res <- result{why, placed, lost, err}
+		res <- result{why: why, placed: placed, lost: lost, err: err}
 	}()
 	select {
 	case r := <-res:
+		if r.exited {
+			// The placement stopped as if its process had died: so does the pass, and the
+			// goroutine that runs it, as it would have without the pipeline.
+			runtime.Goexit()
+		}
 		return r.why, r.placed, r.lost, r.err
 	case <-hk.reached:
 		return "", true, false, nil
