@@ -430,41 +430,17 @@ func runQueueSubmit(ctx context.Context, b *testing.B, m *allinone.Main, n int) 
 		return postJob(ctx, m, hc, map[string]any{"service": "bench", "task": "buildrpm", "arch": queueArch(i), "domain": "bench",
 			"parameters": rpmJob["parameters"], "labels": stepLabels(r.name, i)})
 	}
-	var next atomic.Int64
-	var failed atomic.Pointer[error]
-	var wg sync.WaitGroup
-	var postLat sample
-	var postMu sync.Mutex
 	r.began = time.Now()
-	for range queueClients {
-		wg.Go(func() {
-			for failed.Load() == nil {
-				i := int(next.Add(1)) - 1
-				if i >= n {
-					return
-				}
-				t := time.Now()
-				id, err := post(i)
-				if err != nil {
-					failed.CompareAndSwap(nil, &err)
-					return
-				}
-				done := time.Now()
-				postMu.Lock()
-				postLat.lat = append(postLat.lat, done.Sub(t))
-				postMu.Unlock()
-				r.mu.Lock()
-				r.jobs[i].ready, r.jobs[i].id = done, id
-				r.mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	if err := failed.Load(); err != nil {
-		b.Fatal(*err)
-	}
-	postLat.elapsed = time.Since(r.began)
-	postLat.mustBePossible(b, "submit")
+	postLat := measure(b, queueClients, n, func(i int) error {
+		id, err := post(i)
+		if err != nil {
+			return err
+		}
+		r.mu.Lock()
+		r.jobs[i].ready, r.jobs[i].id = time.Now(), id
+		r.mu.Unlock()
+		return nil
+	})
 	fmt.Fprintf(os.Stderr, "bench: queue: %d jobs submitted in %s (POST p50 %.0f ms, p99 %.0f ms)\n", n,
 		postLat.elapsed.Round(time.Millisecond), ms(postLat.quantile(.5)), ms(postLat.quantile(.99)))
 	r.waitAll(b, runDeadline(n))

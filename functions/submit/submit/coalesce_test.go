@@ -54,6 +54,32 @@ func holdFirstPass(t *testing.T, f *queueFixture) (*heldStore, func()) {
 	return hs, sync.OnceFunc(func() { close(hs.release) })
 }
 
+// startHeldPass starts a pass of f's first handler and returns once it has read the store; it
+// goes on when release is called, and its error comes on the channel.
+func startHeldPass(t *testing.T, f *queueFixture) (*heldStore, func(), chan error) {
+	t.Helper()
+	hs, release := holdFirstPass(t, f)
+	done := make(chan error, 1)
+	go func() {
+		_, err := f.handlers[0].Dispatch(context.Background(), DispatchOptions{})
+		done <- err
+	}()
+	<-hs.entered
+	return hs, release, done
+}
+
+// storeQueued stores a queued buildrpm job of service release on aarch64, created at created.
+func (f *queueFixture) storeQueued(t *testing.T, id string, created time.Time) *jobs.Job {
+	t.Helper()
+	j := &jobs.Job{ID: id, Service: "release", Task: "buildrpm", Domain: "d", Arch: "aarch64",
+		Status: jobs.StatusQueued, Parameters: map[string]any{"srpmUrl": "https://example.org/b.src.rpm"},
+		Queue: &jobs.Queue{Class: "normal", Slots: 1}, CreatedAt: created, UpdatedAt: created}
+	if err := f.store.CreateJob(context.Background(), j); err != nil {
+		t.Fatal(err)
+	}
+	return j
+}
+
 // waitCalls waits until d has seen n Dispatch calls.
 func waitCalls(t *testing.T, d *Dispatcher, n uint64) {
 	t.Helper()
@@ -84,22 +110,11 @@ func TestDispatchCoalescesPasses(t *testing.T) {
 	if a.Status != jobs.StatusPending {
 		t.Fatalf("first job %s, want pending", a.Status)
 	}
-	hs, release := holdFirstPass(t, f)
+	hs, release, first := startHeldPass(t, f)
 	defer release()
 	ctx := context.Background()
-	first := make(chan error, 1)
-	go func() {
-		_, err := h.Dispatch(ctx, DispatchOptions{})
-		first <- err
-	}()
-	<-hs.entered
 	// A job stored while the first pass runs: the calls that come now must see it placed.
-	b := &jobs.Job{ID: "coalesced-b", Service: "release", Task: "buildrpm", Domain: "d", Arch: "aarch64",
-		Status: jobs.StatusQueued, Parameters: map[string]any{"srpmUrl": "https://example.org/b.src.rpm"},
-		Queue: &jobs.Queue{Class: "normal", Slots: 1}, CreatedAt: time.Now(), UpdatedAt: time.Now()}
-	if err := f.store.CreateJob(ctx, b); err != nil {
-		t.Fatal(err)
-	}
+	b := f.storeQueued(t, "coalesced-b", time.Now())
 	const callers = 10
 	reps := make([]Report, callers)
 	errs := make([]error, callers)
@@ -132,14 +147,8 @@ func TestDispatchCoalescesPasses(t *testing.T) {
 func TestSubmitDuringAPassAnswersPending(t *testing.T) {
 	f := newQueue(t, "", 1, &fakeInstance{name: "arm-1", capacity: 2, weight: 1})
 	h := f.handlers[0]
-	hs, release := holdFirstPass(t, f)
+	_, release, held := startHeldPass(t, f)
 	defer release()
-	held := make(chan error, 1)
-	go func() {
-		_, err := h.Dispatch(context.Background(), DispatchOptions{})
-		held <- err
-	}()
-	<-hs.entered
 	got := make(chan *jobs.Job, 1)
 	go func() { got <- f.submit(t, "release", "") }()
 	waitCalls(t, h.Dispatcher, 2)
@@ -215,13 +224,7 @@ func TestPassCreationsOverlap(t *testing.T) {
 	ctx := context.Background()
 	var ids []string
 	for i := range jobsN + 2 {
-		j := &jobs.Job{ID: fmt.Sprintf("overlap-%d", i), Service: "release", Task: "buildrpm", Domain: "d", Arch: "aarch64",
-			Status: jobs.StatusQueued, Parameters: map[string]any{"srpmUrl": "https://example.org/b.src.rpm"},
-			Queue: &jobs.Queue{Class: "normal", Slots: 1}, CreatedAt: time.Now().Add(time.Duration(i) * time.Millisecond), UpdatedAt: time.Now()}
-		if err := f.store.CreateJob(ctx, j); err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, j.ID)
+		ids = append(ids, f.storeQueued(t, fmt.Sprintf("overlap-%d", i), time.Now().Add(time.Duration(i)*time.Millisecond)).ID)
 	}
 	h.Dispatcher.Instances = overlappingInstances{in}
 	rep, err := h.Dispatch(ctx, DispatchOptions{})
@@ -256,21 +259,10 @@ func TestDispatchNoWaitDuringAPass(t *testing.T) {
 	in := &fakeInstance{name: "arm-1", capacity: 3, weight: 1}
 	f := newQueue(t, "", 1, in)
 	h := f.handlers[0]
-	hs, release := holdFirstPass(t, f)
+	hs, release, held := startHeldPass(t, f)
 	defer release()
 	ctx := context.Background()
-	held := make(chan error, 1)
-	go func() {
-		_, err := h.Dispatch(ctx, DispatchOptions{})
-		held <- err
-	}()
-	<-hs.entered
-	j := &jobs.Job{ID: "nowait-b", Service: "release", Task: "buildrpm", Domain: "d", Arch: "aarch64",
-		Status: jobs.StatusQueued, Parameters: map[string]any{"srpmUrl": "https://example.org/b.src.rpm"},
-		Queue: &jobs.Queue{Class: "normal", Slots: 1}, CreatedAt: time.Now(), UpdatedAt: time.Now()}
-	if err := f.store.CreateJob(ctx, j); err != nil {
-		t.Fatal(err)
-	}
+	j := f.storeQueued(t, "nowait-b", time.Now())
 	if rep, err := h.Dispatch(ctx, DispatchOptions{NoWait: true}); err != nil || rep != (Report{}) {
 		t.Fatalf("NoWait during a pass: %+v, %v; want an empty report at once", rep, err)
 	}
