@@ -107,8 +107,10 @@ type DispatchOptions struct {
 // wait for the next one, which one of them runs for all of them (with Repair if any asked for
 // it). A burst of submits and triggers therefore costs one pass per pass time, not one pass
 // each, and every caller still sees a pass that read the store after its call: a job stored
-// before the call is considered, so a submit's answer shows its job pending when it had room.
-// A pass is run until it ends without losing a race for a slot (at most 5 times).
+// before the call is considered, so a submit's answer shows its job pending when it had room
+// (o.NoWait: a call during a pass returns at once instead, see DispatchOptions). The pass may
+// end before the clusters have created what it placed (see pipeline). A pass is run until it
+// ends without losing a race for a slot (at most 5 times).
 func (h *Handler) Dispatch(ctx context.Context, o DispatchOptions) (Report, error) {
 	d := h.Dispatcher
 	if d == nil || d.Store == nil {
