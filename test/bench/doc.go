@@ -30,6 +30,13 @@
 //   - BenchmarkLogPages: paging (1000 lines a page) through the log of a running step of
 //     100,000 lines: lines read from the cluster per page, against the same handler on a
 //     cluster view that ignores sinceTime, so that every page re-reads the log from line 1.
+//   - BenchmarkQueue: the mass rebuild of the build queue — buildrpm jobs (400, or
+//     $OMNI_BENCH_QUEUE_JOBS) submitted at once into two instances × 25 slots per arch, on an
+//     all-in-one of its own with four clusters — against a client-go loop creating the same
+//     objects under a semaphore of 25 per instance: slot utilisation while work waits, dispatch
+//     lag (and the dispatcher's share of it), the most jobs in progress on an instance, and
+//     the total time, all measured by informers on the clusters (docs/performance.md).
 //
-// The local clusters (and the all-in-one) start once, on first use, and stop when the run ends.
+// The local clusters (and the all-in-one) start once, on first use, and stop when the run ends
+// (BenchmarkQueue's own all-in-one stops at its end).
 package bench
