@@ -236,7 +236,7 @@ func stormSubmit(ctx context.Context, hc *http.Client, base, key string, req map
 }
 
 // TestSubmitStormWithResets: 1,000 clients submit at once (64 in flight), each with its own
-// Idempotency-Key, through a proxy that breaks a third of the connections — reset before the
+// Idempotency-Key, through a proxy that breaks 30% of the connections — reset before the
 // request reaches the server, closed while the server handles it, reset or answered 502 after
 // the server answered (the job exists, the client does not know) — and retry on connection
 // errors, 5xx and 429 with the same key. Every client ends with a job; the 1,000 ids are
@@ -273,7 +273,7 @@ instances:
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy := newFaultProxy(t, target.Host, 0.4, seed)
+	proxy := newFaultProxy(t, target.Host, 0.3, seed)
 	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, ResponseHeaderTimeout: 30 * time.Second}}
 	results := make([]stormResult, clients)
 	keys := make([]string, clients)
