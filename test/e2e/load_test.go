@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -235,17 +236,23 @@ func stormSubmit(ctx context.Context, hc *http.Client, base, key string, req map
 	}
 }
 
-// TestSubmitStormWithResets: 1,000 clients submit at once (64 in flight), each with its own
-// Idempotency-Key, through a proxy that breaks 30% of the connections — reset before the
-// request reaches the server, closed while the server handles it, reset or answered 502 after
-// the server answered (the job exists, the client does not know) — and retry on connection
-// errors, 5xx and 429 with the same key. Every client ends with a job; the 1,000 ids are
+// TestSubmitStormWithResets: 1,000 clients (200 on Cassandra) submit at once (64 in flight),
+// each with its own Idempotency-Key, through a proxy that breaks 30% of the connections — reset
+// before the request reaches the server, closed while the server handles it, reset or answered
+// 502 after the server answered (the job exists, the client does not know) — and retry on
+// connection errors, 5xx and 429 with the same key. Every client ends with a job; the ids are
 // distinct; a client whose answer was lost gets that very job on its retry; the service holds
-// exactly those 1,000 jobs (listed through the API) and each key names its client's job in the
-// store. The jobs wait behind a quota of one slot, held by one running job, and each is
+// exactly one job per client (listed through the API) and each key names its client's job in
+// the store. The jobs wait behind a quota of one slot, held by one running job, and each is
 // cancelled once its client has its answer: nothing of theirs reaches a cluster.
 func TestSubmitStormWithResets(t *testing.T) {
-	const arch, clients, parallel = "x86_64", 1000, 64
+	const arch, parallel = "x86_64", 64
+	// On Cassandra each submit's dispatch pass costs about ten times as much (docs/reliability.md):
+	// a smaller storm keeps the suite's second run short.
+	clients := 1000
+	if os.Getenv("OMNI_E2E_STORE") == "cassandra" {
+		clients = 200
+	}
 	start := time.Now()
 	ins := omni.Deps.Clusters.Instances(arch)
 	if len(ins) == 0 {
@@ -334,8 +341,8 @@ instances:
 		clients, attempts, attempts-clients, stormTook.Round(time.Millisecond), proxy.maxInFlight.Load(), replayed, failed)
 	for k := faultNone + 1; k < faultKinds; k++ {
 		t.Logf("fault %q: %d", faultNames[k], counts[k])
-		if counts[k] < 20 {
-			t.Errorf("fault %q injected %d times, want at least 20 (is the proxy in the way?)", faultNames[k], counts[k])
+		if counts[k] < clients/40 {
+			t.Errorf("fault %q injected %d times, want at least %d (is the proxy in the way?)", faultNames[k], counts[k], clients/40)
 		}
 	}
 	if unseen == 0 {
