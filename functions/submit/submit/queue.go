@@ -67,8 +67,7 @@ func (h *Handler) enqueue(ctx context.Context, req Request, params map[string]an
 		return nil, false, fmt.Errorf("record job: %w", err)
 	}
 	// Recorded: the rest does not depend on the client staying (a client that went away
-	// retries with its key and gets this job replayed, so job.created must still be emitted;
-	// and the pass places other clients' jobs too).
+	// retries with its key and gets this job replayed, so job.created must still be emitted).
 	ctx = context.WithoutCancel(ctx)
 	if _, err := h.Dispatch(ctx, DispatchOptions{}); err != nil {
 		// The job is stored queued: the next pass (a trigger or the resync) places it.
