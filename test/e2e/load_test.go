@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -236,7 +235,7 @@ func stormSubmit(ctx context.Context, hc *http.Client, base, key string, req map
 	}
 }
 
-// TestSubmitStormWithResets: 1,000 clients (200 on Cassandra) submit at once (64 in flight),
+// TestSubmitStormWithResets: 1,000 clients submit at once (64 in flight),
 // each with its own Idempotency-Key, through a proxy that breaks 30% of the connections — reset
 // before the request reaches the server, closed while the server handles it, reset or answered
 // 502 after the server answered (the job exists, the client does not know) — and retry on
@@ -246,13 +245,7 @@ func stormSubmit(ctx context.Context, hc *http.Client, base, key string, req map
 // the store. The jobs wait behind a quota of one slot, held by one running job, and each is
 // cancelled once its client has its answer: nothing of theirs reaches a cluster.
 func TestSubmitStormWithResets(t *testing.T) {
-	const arch, parallel = "x86_64", 64
-	// On Cassandra each submit's dispatch pass costs about ten times as much (docs/reliability.md):
-	// a smaller storm keeps the suite's second run short.
-	clients := 1000
-	if os.Getenv("OMNI_E2E_STORE") == "cassandra" {
-		clients = 200
-	}
+	const arch, clients, parallel = "x86_64", 1000, 64
 	start := time.Now()
 	ins := omni.Deps.Clusters.Instances(arch)
 	if len(ins) == 0 {
