@@ -17,6 +17,7 @@ type goneStore struct {
 	cancel context.CancelFunc
 }
 
+// CreateJob records j, then cancels the client's context.
 func (g goneStore) CreateJob(ctx context.Context, j *jobs.Job) error {
 	err := g.Store.CreateJob(ctx, j)
 	g.cancel()
@@ -26,6 +27,7 @@ func (g goneStore) CreateJob(ctx context.Context, j *jobs.Job) error {
 // ctxEmitter fails, as the Broker's client does, once the context is done.
 type ctxEmitter struct{ *recorder }
 
+// Emit records ev unless ctx is done.
 func (e ctxEmitter) Emit(ctx context.Context, ev event.Event) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -43,7 +45,7 @@ func TestClientGoneAfterRecord(t *testing.T) {
 		defer cancel()
 		h.Store = goneStore{Store: h.Store, cancel: cancel}
 		h.Emitter = ctxEmitter{rec}
-		h.Submit(ctx, admin, request(), "gone")
+		h.Submit(ctx, admin, request(), "gone") // its answer never reaches the client
 		again, replayed, err := h.Submit(context.Background(), admin, request(), "gone")
 		if err != nil || !replayed {
 			t.Fatalf("retry: replayed=%v %v", replayed, err)
