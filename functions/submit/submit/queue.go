@@ -66,6 +66,9 @@ func (h *Handler) enqueue(ctx context.Context, req Request, params map[string]an
 	} else if err != nil {
 		return nil, false, fmt.Errorf("record job: %w", err)
 	}
+	// Recorded: the rest does not depend on the client staying (a client that went away
+	// retries with its key and gets this job replayed, so job.created must still be emitted).
+	ctx = context.WithoutCancel(ctx)
 	if _, err := h.Dispatch(ctx, DispatchOptions{}); err != nil {
 		// The job is stored queued: the next pass (a trigger or the resync) places it.
 		logging.FromContext(ctx).Warnw("dispatch after submit failed", "job", id, "error", err)

@@ -244,6 +244,8 @@ func (h *Handler) submitDirect(ctx context.Context, req Request, params map[stri
 	} else if err != nil {
 		return nil, false, fmt.Errorf("record job: %w", err)
 	}
+	// Recorded: a client that went away must not fail the job (its retry replays it).
+	ctx = context.WithoutCancel(ctx)
 	if cerr := target.Create(ctx, id, objs); cerr != nil {
 		failed, _, err := h.Store.UpdateJob(context.WithoutCancel(ctx), id, func(j *jobs.Job) (bool, error) {
 			if j.Status.Terminal() {
