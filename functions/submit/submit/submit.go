@@ -195,7 +195,7 @@ func (h *Handler) submit(ctx context.Context, p *auth.Principal, req Request, ke
 	if key != "" {
 		first, err := h.Store.ClaimIdempotencyKey(ctx, req.Service, key, id, h.idempotencyTTL())
 		if err != nil {
-			return nil, false, fmt.Errorf("claim idempotency key: %w", err)
+			return nil, false, err // the store names the operation
 		}
 		if first != id {
 			j, replayed, err := h.replay(ctx, req, first)
