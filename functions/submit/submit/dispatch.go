@@ -117,7 +117,7 @@ func (h *Handler) Dispatch(ctx context.Context, o DispatchOptions) (Report, erro
 		return Report{}, errors.New("dispatch: no dispatcher configured")
 	}
 	if o.Quiet != "" {
-		defer d.Hush(o.Quiet)()
+		defer d.Hush(o.Quiet, nil)()
 	}
 	return d.gate.do(ctx, o.Repair, o.NoWait, func(ctx context.Context, repair bool) (Report, error) {
 		var total Report
@@ -137,22 +137,41 @@ func (h *Handler) Dispatch(ctx context.Context, o DispatchOptions) (Report, erro
 
 // Hush keeps the queued → pending change of job id from being emitted by this process's
 // passes until the returned func is called: submit registers its job before storing it and
-// emits job.created itself with the job as its answer shows it.
-func (d *Dispatcher) Hush(id string) (unhush func()) {
+// announces it with job.created itself. announce, if not nil, is called by the pass that places
+// the job, with the job as its dispatch stored it, before its objects are created: so that
+// job.created goes out before anything status-sync may see of them (whose job.changed would
+// otherwise come first).
+func (d *Dispatcher) Hush(id string, announce func(*jobs.Job)) (unhush func()) {
 	g := &d.gate
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.hushed == nil {
-		g.hushed = map[string]int{}
+		g.hushed, g.announce = map[string]int{}, map[string]func(*jobs.Job){}
 	}
 	g.hushed[id]++
+	if announce != nil {
+		g.announce[id] = announce
+	}
 	return sync.OnceFunc(func() {
 		g.mu.Lock()
 		defer g.mu.Unlock()
 		if g.hushed[id]--; g.hushed[id] <= 0 {
 			delete(g.hushed, id)
+			delete(g.announce, id)
 		}
 	})
+}
+
+// announced calls, once, the announce func that Hush registered for j.
+func (d *Dispatcher) announced(j *jobs.Job) {
+	g := &d.gate
+	g.mu.Lock()
+	fn := g.announce[j.ID]
+	delete(g.announce, j.ID)
+	g.mu.Unlock()
+	if fn != nil {
+		fn(j)
+	}
 }
 
 // forJob returns the options of a pass for placing job id (Quiet when it is hushed).
@@ -177,9 +196,10 @@ type passGate struct {
 	noWait    uint64        // the last call that returned at once while a pass ran
 	last      Report        // of the last finished pass
 	lastErr   error
-	hushed    map[string]int           // job id → Hush calls not yet undone
-	creates   chan struct{}            // a token per creation running (see pipeline)
-	creating  map[string]chan struct{} // job id → closed when its creation ended
+	hushed    map[string]int             // job id → Hush calls not yet undone
+	announce  map[string]func(*jobs.Job) // job id → its submit's announcement (Hush)
+	creates   chan struct{}              // a token per creation running (see pipeline)
+	creating  map[string]chan struct{}   // job id → closed when its creation ended
 }
 
 // do returns the outcome of a run of pass that started after this call: the caller runs it
@@ -702,6 +722,8 @@ func (h *Handler) place(ctx context.Context, st *state, pol *queue.Policy, j *jo
 	observeWait(stored)
 	if o.Quiet != j.ID {
 		h.emit(ctx, events.TypeJobChanged, stored, jobs.StatusQueued)
+	} else {
+		d.announced(stored)
 	}
 	if h.create(ctx, stored, target, objs, rerr, o.Quiet == j.ID) {
 		scope := instanceScope(target.ClusterName())

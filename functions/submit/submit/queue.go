@@ -59,7 +59,18 @@ func (h *Handler) enqueue(ctx context.Context, req Request, params map[string]an
 	}
 	// Hushed from before it is stored: a pass of this process that places it (the one below,
 	// or one already running) does not emit job.changed before job.created.
-	unhush := d.Hush(id)
+	// The pass that places it announces it (job.created, pending) before creating its objects.
+	var (
+		amu       sync.Mutex
+		announced bool
+	)
+	actx := context.WithoutCancel(ctx)
+	unhush := d.Hush(id, func(placed *jobs.Job) {
+		amu.Lock()
+		announced = true
+		amu.Unlock()
+		h.emit(actx, events.TypeJobCreated, placed, "")
+	})
 	defer unhush()
 	if err := h.Store.CreateJob(ctx, j); errors.Is(err, jobs.ErrExists) && key != "" {
 		return h.replay(ctx, req, id)
@@ -80,11 +91,20 @@ func (h *Handler) enqueue(ctx context.Context, req Request, params map[string]an
 	if err != nil {
 		return nil, false, fmt.Errorf("read job back: %w", err)
 	}
+	amu.Lock()
+	wasAnnounced := announced
+	amu.Unlock()
 	if stored.Status == jobs.StatusFailed && stored.Reason == ReasonCreateFailed {
 		h.emit(ctx, events.TypeJobChanged, stored, jobs.StatusPending)
 		return nil, false, &CreateError{Job: stored, Err: errors.New(stored.Message)}
 	}
-	h.emit(ctx, events.TypeJobCreated, stored, "")
+	switch {
+	case !wasAnnounced:
+		h.emit(ctx, events.TypeJobCreated, stored, "")
+	case stored.Status == jobs.StatusQueued:
+		// Placed, announced, then sent back to the queue (a transient refusal): say so.
+		h.emit(ctx, events.TypeJobChanged, stored, jobs.StatusPending)
+	}
 	return stored, false, nil
 }
 
