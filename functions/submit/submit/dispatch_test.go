@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/omnibuildplatform/omni-orchestrator/shared/auth"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/events"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/manifest"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/queue"
@@ -31,6 +32,8 @@ type fakeInstance struct {
 	mu      sync.Mutex
 	objects map[string]int // job id → creations
 	refuse  []error        // the next creations fail with these, in turn
+	// beforeCreate, if set, is called at each creation (before the refusals).
+	beforeCreate func(id string)
 }
 
 func (f *fakeInstance) ClusterName() string  { return f.name }
@@ -38,6 +41,9 @@ func (f *fakeInstance) JobNamespace() string { return "builds" }
 func (f *fakeInstance) Capacity() int        { return f.capacity }
 func (f *fakeInstance) Weight() int          { return f.weight }
 func (f *fakeInstance) Create(_ context.Context, id string, _ []*unstructured.Unstructured) error {
+	if f.beforeCreate != nil {
+		f.beforeCreate(id)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if len(f.refuse) > 0 {
@@ -512,5 +518,32 @@ func TestTransientCreateFailureRetries(t *testing.T) {
 	var ce *CreateError
 	if _, _, err := f.handlers[0].Submit(ctx, admin, request(), ""); !errors.As(err, &ce) || len(ce.Job.Attempts) != 0 {
 		t.Fatalf("forbidden: %v, want a CreateError without retry", err)
+	}
+}
+
+// A submit placed at once is announced (job.created, pending) before its objects exist: no
+// job.changed that status-sync derives from them can come first.
+func TestCreatedAnnouncedBeforeObjects(t *testing.T) {
+	in := &fakeInstance{name: "arm-1", capacity: 2, weight: 1}
+	f := newQueue(t, "", 1, in)
+	var before []string
+	in.beforeCreate = func(string) {
+		f.events.mu.Lock()
+		defer f.events.mu.Unlock()
+		for _, e := range f.events.got {
+			before = append(before, e.Type()+"/"+fmt.Sprint(e.Extensions()["omnistatus"]))
+		}
+	}
+	j := f.submit(t, "release", "")
+	if j.Status != jobs.StatusPending {
+		t.Fatalf("submit answered %s, want pending", j.Status)
+	}
+	if len(before) != 1 || before[0] != events.TypeJobCreated+"/pending" {
+		t.Fatalf("events emitted before the objects were created: %v, want the job.created of the pending job", before)
+	}
+	f.events.mu.Lock()
+	defer f.events.mu.Unlock()
+	if len(f.events.got) != 1 {
+		t.Errorf("%d events in all, want the one job.created", len(f.events.got))
 	}
 }
