@@ -446,6 +446,8 @@ func runQueueSubmit(ctx context.Context, b *testing.B, m *allinone.Main, n int) 
 	r.waitAll(b, runDeadline(n))
 	// Every job stored succeeded (status-sync may be a moment behind the pods), and when.
 	deadline := time.Now().Add(5 * time.Minute)
+	tick := time.NewTicker(100 * time.Millisecond) // a poll with a deadline: the store has no watch
+	defer tick.Stop()
 	for _, j := range r.jobs {
 		for {
 			got, err := m.Deps.Store.GetJob(ctx, j.id)
@@ -461,7 +463,7 @@ func runQueueSubmit(ctx context.Context, b *testing.B, m *allinone.Main, n int) 
 			if got.Status.Terminal() || time.Now().After(deadline) {
 				b.Fatalf("job %s is %s (%s), want succeeded", j.id, got.Status, got.Reason)
 			}
-			time.Sleep(100 * time.Millisecond) // a poll with a deadline: the store has no watch
+			<-tick.C
 		}
 	}
 	return r
