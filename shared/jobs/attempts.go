@@ -2,9 +2,8 @@ package jobs
 
 import (
 	"strconv"
+	"strings"
 	"time"
-
-	"github.com/omnibuildplatform/omni-orchestrator/shared/kube/names"
 )
 
 // Attempt is one earlier run of a job that the infrastructure lost (docs/queue.md): its
@@ -121,8 +120,23 @@ func (j *Job) AttemptView(n int) (*Job, bool) {
 
 // LogStepKey is the key under which the log of step of attempt n is stored: the step's name
 // for the first attempt (as before attempts existed), "<step>@<n>" from the second on ('@'
-// cannot occur in a container name) — the form of names.AttemptKey.
-func LogStepKey(step string, attempt int) string { return names.AttemptKey(step, attempt) }
+// cannot occur in a container name).
+func LogStepKey(step string, attempt int) string {
+	if attempt <= 1 {
+		return step
+	}
+	return step + "@" + strconv.Itoa(attempt)
+}
 
 // SplitLogStepKey splits a LogStepKey into the step's name and the attempt number.
-func SplitLogStepKey(key string) (step string, attempt int) { return names.SplitAttemptKey(key) }
+func SplitLogStepKey(key string) (step string, attempt int) {
+	i := strings.LastIndexByte(key, '@')
+	if i < 0 {
+		return key, 1
+	}
+	n, err := strconv.Atoi(key[i+1:])
+	if err != nil || n < 2 {
+		return key, 1
+	}
+	return key[:i], n
+}
