@@ -318,3 +318,21 @@ func freePorts(n int) ([]int, error) {
 	}
 	return ports, nil
 }
+
+// Pause freezes the node's JVM (SIGSTOP): it stops answering while its connections stay open,
+// as a store that hangs does. Resume lets it go on. Tests use them to make the store unreachable
+// for a while.
+func (n *Node) Pause() error { return n.signal(syscall.SIGSTOP) }
+
+// Resume continues a node frozen by Pause (SIGCONT).
+func (n *Node) Resume() error { return n.signal(syscall.SIGCONT) }
+
+func (n *Node) signal(sig syscall.Signal) error {
+	if n.cmd == nil || n.Exited() {
+		return errors.New("cassandra: the node is not running")
+	}
+	if err := syscall.Kill(-n.cmd.Process.Pid, sig); err != nil {
+		return fmt.Errorf("cassandra: signal %v: %w", sig, err)
+	}
+	return nil
+}

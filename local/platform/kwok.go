@@ -5,6 +5,7 @@ import (
 	"embed"
 	"fmt"
 	"path/filepath"
+	"sort"
 
 	"sigs.k8s.io/yaml"
 )
@@ -49,7 +50,7 @@ func (c *Cluster) kwokConfig() ([]byte, error) {
 		"kind":       "ClusterLogs",
 		"metadata":   map[string]any{"name": "omni-container-logs"},
 		"spec": map[string]any{
-			"logs": []any{map[string]any{"logsFile": c.LogsFile}},
+			"logs": c.logGroups(),
 		},
 	}
 	var out bytes.Buffer
@@ -70,4 +71,19 @@ func (c *Cluster) kwokConfig() ([]byte, error) {
 		out.Write(b)
 	}
 	return out.Bytes(), nil
+}
+
+// logGroups are the ClusterLogs groups: Options.ContainerLogs's containers first (kwok serves
+// a container the first group that names it), then every other container's LogsFile.
+func (c *Cluster) logGroups() []any {
+	names := make([]string, 0, len(c.p.opts.ContainerLogs))
+	for name := range c.p.opts.ContainerLogs {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	groups := make([]any, 0, len(names)+1)
+	for _, name := range names {
+		groups = append(groups, map[string]any{"containers": []any{name}, "logsFile": c.p.opts.ContainerLogs[name]})
+	}
+	return append(groups, map[string]any{"logsFile": c.LogsFile})
 }

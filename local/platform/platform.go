@@ -81,6 +81,10 @@ type Options struct {
 	NodesPerCluster int
 	// Log receives progress lines. Default: none.
 	Log io.Writer
+	// ContainerLogs maps container names to the CRI-format file that pods/log returns for the
+	// containers of that name, on every cluster (the others get Cluster.LogsFile). The files
+	// are read when a log is asked for: write them before the steps run.
+	ContainerLogs map[string]string
 	// StartTimeout bounds Start (the caller's context may end it sooner). Default: 3 minutes.
 	StartTimeout time.Duration
 }

@@ -8,6 +8,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/omnibuildplatform/omni-orchestrator/functions/legacy/legacy"
+	"github.com/omnibuildplatform/omni-orchestrator/local/fleet"
 )
 
 // The legacy function calls each /v1 route on the function the public HTTPRoute sends that
@@ -16,10 +17,10 @@ import (
 func TestLegacyRoutes(t *testing.T) {
 	t.Parallel()
 	d := loadDeployment(t, "config")
-	var routes []httpRoute
+	var routes []fleet.Route
 	for _, m := range d.all {
 		if m.Kind == "HTTPRoute" {
-			var r httpRoute
+			var r fleet.Route
 			if err := yaml.Unmarshal(m.Raw, &r); err != nil {
 				t.Fatalf("%s: %v", m, err)
 			}
@@ -46,7 +47,7 @@ func TestLegacyRoutes(t *testing.T) {
 	for _, c := range legacy.Calls {
 		path := strings.ReplaceAll(c.Path, "{id}", "01m8f9d6ecg576fhj04x11ggjg")
 		want := c.Function + ".omni.svc.cluster.local"
-		if got := route.routeTo(c.Method, path); got != want {
+		if got := route.Host(c.Method, path); got != want {
 			t.Errorf("%s %s: the HTTPRoute sends it to %q, the legacy function to %s", c.Method, path, got, want)
 		}
 		u, err := url.Parse(urls[c.Function])
@@ -56,7 +57,7 @@ func TestLegacyRoutes(t *testing.T) {
 	}
 	for _, p := range []string{"/v1/jobs", "/v1/jobs/", "/v1/jobs/batchQuery", "/v1/jobs/logs", "/v1/health"} {
 		for _, m := range []string{"GET", "POST", "DELETE"} {
-			if got := route.routeTo(m, prefix+p); got != "legacy.omni.svc.cluster.local" {
+			if got := route.Host(m, prefix+p); got != "legacy.omni.svc.cluster.local" {
 				t.Errorf("%s %s%s: the HTTPRoute sends it to %q, want legacy", m, prefix, p, got)
 			}
 		}
