@@ -140,7 +140,19 @@ func (r *replica) startOnce(ctx context.Context, readyTimeout time.Duration) err
 		close(done)
 	}()
 
-	if err := waitReady(ctx, addr, done, readyTimeout); err != nil {
+	err = waitReady(ctx, addr, done, readyTimeout)
+	if err == nil {
+		// Another process may hold the port this one failed to bind: ready only if it still runs
+		// a moment after answering.
+		t := time.NewTimer(100 * time.Millisecond)
+		select {
+		case <-done:
+			err = errExitedEarly
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	if err != nil {
 		r.kill()
 		b, _ := os.ReadFile(r.log)
 		return fmt.Errorf("%s: %w; its log %s ends:\n%s", r.name(), err, r.log, files.Tail(b, 15))
@@ -214,14 +226,31 @@ func (r *replica) stop(grace time.Duration) {
 	}
 }
 
-// freePort returns a loopback port that was free a moment ago.
+// handedOut are the ports freePort has returned in this process: never twice, or two replicas
+// started at once could be given the same port, and the readiness check of the one that failed
+// to bind it would be answered by the other.
+var (
+	portsMu   sync.Mutex
+	handedOut = map[int]bool{}
+)
+
+// freePort returns a loopback port that was free a moment ago and that it never returned before.
 func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("pick a port: %w", err)
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, fmt.Errorf("pick a port: %w", err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		if !handedOut[port] {
+			handedOut[port] = true
+			return port, nil
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
+	return 0, errors.New("pick a port: no new free port in 100 tries")
 }
 
 // logPath is where a replica's output goes.

@@ -2,6 +2,7 @@ package submit
 
 import (
 	"context"
+	"slices"
 	"testing"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -55,14 +56,15 @@ func TestClientGoneAfterRecord(t *testing.T) {
 		}
 		rec.mu.Lock()
 		defer rec.mu.Unlock()
-		created := 0
+		// Announced by the first submit, and again by the replay under the same id.
+		ids := map[string]int{}
 		for _, e := range rec.got {
 			if e.Type() == events.TypeJobCreated && e.Subject() == again.ID {
-				created++
+				ids[e.ID()]++
 			}
 		}
-		if created != 1 {
-			t.Errorf("job.created emitted %d times for the job, want once", created)
+		if want := events.JobEventID(events.TypeJobCreated, again.ID, 1); len(ids) != 1 || ids[want] == 0 {
+			t.Errorf("job.created ids %v, want only %s", ids, want)
 		}
 	}
 	t.Run("queued", func(t *testing.T) {
@@ -73,4 +75,45 @@ func TestClientGoneAfterRecord(t *testing.T) {
 		h, _, rec := newHandler(t)
 		check(t, h, rec, jobs.StatusPending)
 	})
+}
+
+// dropEmitter loses every event while drop is set, as a process killed before it emits does.
+type dropEmitter struct {
+	*recorder
+	drop *bool
+}
+
+// Emit records ev unless drop is set.
+func (e dropEmitter) Emit(ctx context.Context, ev event.Event) error {
+	if *e.drop {
+		return nil
+	}
+	return e.recorder.Emit(ctx, ev)
+}
+
+// TestReplayAnnouncesAgain: when the process that recorded a job died before announcing it, the
+// client's retry with the same key announces it (job.created, under the id it would have had).
+func TestReplayAnnouncesAgain(t *testing.T) {
+	h, _, rec := newHandler(t)
+	drop := true
+	h.Emitter = dropEmitter{rec, &drop}
+	first, _, err := h.Submit(context.Background(), admin, request(), "died")
+	if err != nil {
+		t.Fatal(err)
+	}
+	drop = false
+	if _, replayed, err := h.Submit(context.Background(), admin, request(), "died"); err != nil || !replayed {
+		t.Fatalf("retry: replayed=%v %v", replayed, err)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	var got []string
+	for _, e := range rec.got {
+		if e.Type() == events.TypeJobCreated && e.Subject() == first.ID {
+			got = append(got, e.ID())
+		}
+	}
+	if want := []string{first.ID + ".created.1"}; !slices.Equal(got, want) {
+		t.Errorf("job.created ids after the replay %v, want %v", got, want)
+	}
 }

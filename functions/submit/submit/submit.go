@@ -276,6 +276,10 @@ func (h *Handler) replay(ctx context.Context, req Request, id string) (*jobs.Job
 	if j.Task != req.Task || j.Arch != req.Arch || j.Domain != req.Domain {
 		return nil, false, jobs.Invalid("Idempotency-Key", "already used for job %s with another task, arch or domain", id)
 	}
+	// The process that recorded the job may have died before announcing it (a client retries
+	// because it got no answer): announce it again. job.created's id does not change with the
+	// job's revision, so receivers that got the first one de-duplicate this one.
+	h.emit(context.WithoutCancel(ctx), events.TypeJobCreated, j, "")
 	return j, true, nil
 }
 
