@@ -59,14 +59,7 @@ type JobData struct {
 // shows the callback URL redacted (jobs.RedactURL).
 func NewJobEvent(typ, fn string, j *jobs.Job, previous jobs.Status) (event.Event, error) {
 	e := cloudevents.NewEvent()
-	rev := j.Revision
-	if typ == TypeJobCreated {
-		// job.created announces the job's record, whatever revision its data carries, so that
-		// announcing it again (a replayed submit whose first process died before announcing)
-		// gives the same id, which receivers de-duplicate.
-		rev = CreatedRevision
-	}
-	e.SetID(JobEventID(typ, j.ID, rev))
+	e.SetID(JobEventID(typ, j.ID, j.Revision))
 	e.SetType(typ)
 	e.SetSource(Source(fn))
 	e.SetSubject(j.ID)
@@ -86,8 +79,14 @@ func NewJobEvent(typ, fn string, j *jobs.Job, previous jobs.Status) (event.Event
 // CreatedRevision is the revision in the id of every job.created: the job's first stored one.
 const CreatedRevision = 1
 
-// JobEventID is the id of the job event of type typ announcing revision rev of job id.
+// JobEventID is the id of the job event of type typ announcing revision rev of job id. Every
+// job.created has the id of revision CreatedRevision, whatever revision its data carries: it
+// announces the job's record, so that announcing it again (a replayed submit whose first process
+// died before announcing) gives the same id, which receivers de-duplicate.
 func JobEventID(typ, id string, rev int64) string {
+	if typ == TypeJobCreated {
+		rev = CreatedRevision
+	}
 	return fmt.Sprintf("%s.%s.%d", id, shortType(typ), rev)
 }
 

@@ -17,6 +17,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/cloudevents/sdk-go/v2/protocol"
@@ -81,7 +82,21 @@ type Handler struct {
 	// MaxPushes bounds the pushes (seq) of one step, so a step's pushed text is at most
 	// MaxPushes × MaxPushBytes. Default DefaultMaxPushes.
 	MaxPushes int64
+	// PodsGrace is how long after a job's end log-archive waits for pods to appear before it
+	// takes a job with none for one whose steps never ran. Default DefaultPodsGrace.
+	PodsGrace time.Duration
+	// Now returns the time; default time.Now.
+	Now func() time.Time
 }
+
+// DefaultPodsGrace: a Job deleted right after its creation (a cancel) can still get a pod for a
+// few seconds, from a creation the Job controller had in flight; that pod runs until the garbage
+// collector deletes it, and its steps write logs.
+const DefaultPodsGrace = 30 * time.Second
+
+// errPodsMayAppear: an ended job has no pod yet, and one may still appear (DefaultPodsGrace).
+// Retried: the Broker's backoff outlasts the grace.
+var errPodsMayAppear = errors.New("no pod yet, and one may still appear")
 
 // The bounds of pushed lines: 1 MiB per push, 64 pushes per step, so at most 64 MiB of pushed
 // text per step (what a worker pushes is kept while the step runs; the archive is the whole log).
@@ -304,6 +319,9 @@ func (h *Handler) archiveStep(ctx context.Context, cl Cluster, j *jobs.Job, pods
 			return st, err
 		}
 		if held.LastSeq == 0 && !started(j, step) && (len(pods) > 0 || neverRan(j, step)) {
+			if len(pods) == 0 && j.Cluster != "" && h.justEnded(j) {
+				return st, fmt.Errorf("step %s: %w", step, errPodsMayAppear)
+			}
 			// The step never started: there is no log, and there will be none.
 			st.Complete = true
 			return st, h.putStep(ctx, st, "complete")
@@ -440,6 +458,21 @@ func (h *Handler) putStep(ctx context.Context, st store.LogStep, outcome string)
 	}
 	archivedSteps.WithLabelValues(outcome).Inc()
 	return nil
+}
+
+// justEnded reports whether j ended less than PodsGrace ago.
+func (h *Handler) justEnded(j *jobs.Job) bool {
+	if j.FinishedAt == nil {
+		return false
+	}
+	grace, now := h.PodsGrace, time.Now()
+	if grace <= 0 {
+		grace = DefaultPodsGrace
+	}
+	if h.Now != nil {
+		now = h.Now()
+	}
+	return now.Sub(*j.FinishedAt) < grace
 }
 
 // started reports whether the job's record says step started: it has a start time or a

@@ -168,7 +168,7 @@ func (f *fixture) event(t *testing.T) event.Event {
 func (f *fixture) store(t *testing.T, j *jobs.Job) {
 	t.Helper()
 	if _, _, err := f.st.UpdateJob(t.Context(), j.ID, func(s *jobs.Job) (bool, error) {
-		s.Status, s.Steps, s.Cluster, s.Namespace, s.Attempt, s.Attempts = j.Status, j.Steps, j.Cluster, j.Namespace, j.Attempt, j.Attempts
+		s.Status, s.Steps, s.Cluster, s.Namespace, s.Attempt, s.Attempts, s.FinishedAt = j.Status, j.Steps, j.Cluster, j.Namespace, j.Attempt, j.Attempts, j.FinishedAt
 		return true, nil
 	}); err != nil {
 		t.Fatal(err)
@@ -348,6 +348,35 @@ func TestArchiveWhenPodsAreGone(t *testing.T) {
 	}
 	if u := got["upload"]; !u.Complete || u.Incomplete || u.Lines != 0 {
 		t.Errorf("a step that never ran: %+v, want complete with no line", u)
+	}
+}
+
+// A job that ended just now with no pod (a cancel right after its creation) may still get one
+// from a creation the Job controller had in flight: its steps are not taken for never run, and
+// the delivery is retried, until the grace has passed.
+func TestArchiveNoPodYet(t *testing.T) {
+	f := newFixture(t, 10)
+	f.cluster.pods = nil
+	ended := t0.Add(time.Hour)
+	f.job.Status, f.job.FinishedAt = jobs.StatusCancelled, &ended
+	for i := range f.job.Steps {
+		f.job.Steps[i] = jobs.Step{Name: steps[i], Status: jobs.StepWaiting}
+	}
+	now := ended.Add(DefaultPodsGrace / 2)
+	f.h.Now = func() time.Time { return now }
+	if _, res := receive(t, f.h, f.event(t)); protocol.IsACK(res) || !errors.Is(res, errPodsMayAppear) {
+		t.Fatalf("Receive within the grace: %v, want a retry (%v)", res, errPodsMayAppear)
+	}
+	if got := f.logSteps(t); len(got) != 0 {
+		t.Errorf("steps recorded within the grace: %+v, want none", got)
+	}
+	now = ended.Add(DefaultPodsGrace)
+	reply, res := receive(t, f.h, f.event(t))
+	if !protocol.IsACK(res) {
+		t.Fatalf("Receive after the grace: %v", res)
+	}
+	if d := archivedData(t, reply); !d.Complete {
+		t.Errorf("after the grace: %+v, want complete (no step ran)", d)
 	}
 }
 
