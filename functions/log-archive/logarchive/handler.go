@@ -106,7 +106,8 @@ const (
 )
 
 // errStillRunning: a step container of an ended job still runs (a cancelled pod that is being
-// stopped). Retried: the Broker's backoff gives it time to end, and its end changes the job's
+// stopped), or its pod, not deleted yet, may still start it (a cancel is recorded before the
+// garbage collector deletes the pods of the Job it deleted). Retried: the Broker's backoff gives it time to end, and its end changes the job's
 // steps, which emits job.changed and delivers the job here again.
 var errStillRunning = errors.New("still running")
 
@@ -322,6 +323,11 @@ func (h *Handler) archiveStep(ctx context.Context, cl Cluster, j *jobs.Job, pods
 			if len(pods) == 0 && j.Cluster != "" && h.justEnded(j) {
 				return st, fmt.Errorf("step %s: %w", step, errPodsMayAppear)
 			}
+			if p := live(pods); p != nil {
+				// The job has ended (a cancel is recorded before the garbage collector deletes
+				// its pods) but this pod may still start the step.
+				return st, fmt.Errorf("step %s has not started in pod %s, which is %s and not deleted: %w", step, p.Name, p.Status.Phase, errStillRunning)
+			}
 			// The step never started: there is no log, and there will be none.
 			st.Complete = true
 			return st, h.putStep(ctx, st, "complete")
@@ -457,6 +463,18 @@ func (h *Handler) putStep(ctx context.Context, st store.LogStep, outcome string)
 		return err
 	}
 	archivedSteps.WithLabelValues(outcome).Inc()
+	return nil
+}
+
+// live returns a pod that can still start containers: not deleted, and not ended. A pod marked
+// for deletion starts no container (its kubelet stops it).
+func live(pods []corev1.Pod) *corev1.Pod {
+	for i := range pods {
+		p := &pods[i]
+		if p.DeletionTimestamp == nil && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed {
+			return p
+		}
+	}
 	return nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -394,8 +395,11 @@ func TestArchiveReplacementPodNotStarted(t *testing.T) {
 		return corev1.ContainerStatus{Name: name, State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "PodInitializing"}}}
 	}
 	f.cluster.pods[0] = corev1.Pod{
+		// Deleted with its failed Job (a pod that is not deleted could still start a step:
+		// TestArchiveWaitsForLivePod).
 		ObjectMeta: metav1.ObjectMeta{Name: "omni-job-1-new", Namespace: "default", Labels: map[string]string{names.LabelJobID: f.job.ID},
-			Finalizers: []string{names.PodFinalizer}, CreationTimestamp: metav1.NewTime(t0.Add(time.Minute))},
+			Finalizers: []string{names.PodFinalizer}, CreationTimestamp: metav1.NewTime(t0.Add(time.Minute)),
+			DeletionTimestamp: &metav1.Time{Time: t0.Add(2 * time.Minute)}},
 		Status: corev1.PodStatus{
 			Phase:                 corev1.PodPending,
 			InitContainerStatuses: []corev1.ContainerStatus{waiting("fetch"), waiting("build")},
@@ -436,6 +440,42 @@ func TestArchiveReplacementPodNotStarted(t *testing.T) {
 	}
 	for k, n := range f.cluster.streams {
 		t.Errorf("%s streamed %d times from a pod whose containers never started", k, n)
+	}
+}
+
+// A job cancelled while its pod runs: the cancel is recorded before the garbage collector
+// deletes the pod, which meanwhile may start the next step. A step that has not started in a pod
+// that is not deleted is not taken for never run (its log would be archived empty): the delivery
+// is retried until the pod is deleted.
+func TestArchiveWaitsForLivePod(t *testing.T) {
+	f := newFixture(t, 10)
+	f.job.Status = jobs.StatusCancelled
+	f.job.Steps[1] = jobs.Step{Name: "build", Status: jobs.StepWaiting} // not seen start yet
+	f.job.Steps[2] = jobs.Step{Name: "upload", Status: jobs.StepWaiting}
+	pod := &f.cluster.pods[0]
+	pod.Status.Phase = corev1.PodPending
+	pod.Status.InitContainerStatuses[1] = corev1.ContainerStatus{Name: "build", State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "PodInitializing"}}}
+	pod.Status.ContainerStatuses[0] = corev1.ContainerStatus{Name: "upload", State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "PodInitializing"}}}
+	if _, res := receive(t, f.h, f.event(t)); protocol.IsACK(res) || !errors.Is(res, errStillRunning) {
+		t.Fatalf("Receive while the pod may still start build: %v, want a retry (%v)", res, errStillRunning)
+	}
+	if got := f.logSteps(t); got["build"].Complete || got["upload"].Complete {
+		t.Errorf("steps recorded while the pod lives: %+v", got)
+	}
+	if !slices.Contains(f.cluster.pods[0].Finalizers, names.PodFinalizer) {
+		t.Error("the finalizer was removed while the pod may still run a step")
+	}
+	// The garbage collector deletes the pod: no step starts any more.
+	pod.DeletionTimestamp = &metav1.Time{Time: t0.Add(time.Minute)}
+	reply, res := receive(t, f.h, f.event(t))
+	if !protocol.IsACK(res) {
+		t.Fatalf("Receive once the pod is deleted: %v", res)
+	}
+	if d := archivedData(t, reply); !d.Complete {
+		t.Errorf("after the pod's deletion: %+v, want complete (fetch archived, build and upload never ran)", d)
+	}
+	if got := f.archived(t, "fetch"); got != f.want["fetch"] {
+		t.Errorf("fetch archived %q, want %q", got, f.want["fetch"])
 	}
 }
 
