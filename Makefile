@@ -31,9 +31,11 @@ test: tools ## Vet and run every test (real local clusters, a real local Cassand
 	@# Debian's chromium for the console tests (installed once when missing; without it, they
 	@# skip saying why).
 	@hack/chromium.sh >/dev/null || echo "make test: no chromium: the console tests will skip" >&2
-	$(GO) test $(TEST_FLAGS) ./...
+	$(GO) test $(TEST_FLAGS) $$($(GO) list ./... | grep -v '/test/chaos$$')
 	@# The end-to-end suite again, on a real local Cassandra (the production store).
 	OMNI_E2E_STORE=cassandra $(GO) test $(TEST_FLAGS) ./test/e2e/
+	@# Replicas and kills (docs/reliability.md): alone, and verbose so that its counts show.
+	$(GO) test $(TEST_FLAGS) -v ./test/chaos/ 2>&1 | grep -v '^{"level"'
 
 # How long `make fuzz` runs each fuzz target (a Go duration).
 FUZZTIME ?= 30s

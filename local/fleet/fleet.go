@@ -344,6 +344,29 @@ func (f *Fleet) DeadLetters() []event.Event {
 	return append([]event.Event(nil), f.deadLetters...)
 }
 
+// LogLines returns the last max lines of the replicas' logs that contain s (e.g. a job id),
+// each prefixed with its replica, for a failure message.
+func (f *Fleet) LogLines(s string, max int) string {
+	var out []string
+	for _, name := range Functions {
+		for _, r := range f.services[name].replicas {
+			b, err := os.ReadFile(r.log)
+			if err != nil {
+				continue
+			}
+			for _, l := range strings.Split(string(b), "\n") {
+				if strings.Contains(l, s) {
+					out = append(out, "    "+r.name()+": "+l)
+				}
+			}
+		}
+	}
+	if len(out) > max {
+		out = out[len(out)-max:]
+	}
+	return strings.Join(out, "\n")
+}
+
 // Replicas returns how many replicas fn has.
 func (f *Fleet) Replicas(fn string) int {
 	if s := f.services[fn]; s != nil {

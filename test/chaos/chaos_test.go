@@ -363,8 +363,9 @@ func TestChaos(t *testing.T) {
 				t.Errorf("job %d (%s) step %s: archived log %s", p.n, j.ID, s.Name, status)
 			}
 			if !bytes.Equal(got, want) {
-				t.Errorf("job %d (%s) step %s: archived log of %d bytes (%d lines) differs from the %d bytes (%d lines) the cluster served; first difference at byte %d",
-					p.n, j.ID, s.Name, len(got), bytes.Count(got, []byte("\n")), len(want), bytes.Count(want, []byte("\n")), firstDiff(got, want))
+				js, _ := json.MarshalIndent(j, "    ", "  ")
+				t.Errorf("job %d (%s) step %s: archived log of %d bytes (%d lines) differs from the %d bytes (%d lines) the cluster served; first difference at byte %d; the job:\n    %s\nthe replicas' lines about it:\n%s",
+					p.n, j.ID, s.Name, len(got), bytes.Count(got, []byte("\n")), len(want), bytes.Count(want, []byte("\n")), firstDiff(got, want), js, omni.LogLines(j.ID, 40))
 				continue
 			}
 			steps++
@@ -488,6 +489,7 @@ func waitFinalizers(ctx context.Context, t *testing.T, timeout time.Duration) in
 		for _, c := range omni.Platform.Clusters() {
 			pods, err := c.Clientset().CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: names.LabelJobID})
 			if err != nil {
+				t.Logf("list the pods of %s: %v", c.Name, err)
 				held = -1
 				break
 			}

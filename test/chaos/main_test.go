@@ -97,7 +97,8 @@ func run(m *testing.M) (code int) {
 		Logger:       logger,
 		Progress:     os.Stderr,
 		Env: []string{
-			"OMNI_LOG_LEVEL=warn",
+			// Debug: a failure's diagnosis greps the replicas' logs for the job.
+			"OMNI_LOG_LEVEL=debug",
 			// A dead-lettered archive is asked again within the test's time, not after 20 minutes.
 			"OMNI_ARCHIVE_GRACE=20s",
 			"OMNI_NOTIFY_CALLBACK_SECRET=chaos",

@@ -106,8 +106,9 @@ const (
 )
 
 // errStillRunning: a step container of an ended job still runs (a cancelled pod that is being
-// stopped), or its pod, not deleted yet, may still start it (a cancel is recorded before the
-// garbage collector deletes the pods of the Job it deleted). Retried: the Broker's backoff gives it time to end, and its end changes the job's
+// stopped), or its pod may still start it (live: a cancel is recorded before the garbage
+// collector deletes the pods of the Job it deleted, and a kubelet may still start a container it
+// was starting when the deletion came). Retried: the Broker's backoff gives it time to end, and its end changes the job's
 // steps, which emits job.changed and delivers the job here again.
 var errStillRunning = errors.New("still running")
 
@@ -323,12 +324,13 @@ func (h *Handler) archiveStep(ctx context.Context, cl Cluster, j *jobs.Job, pods
 			if len(pods) == 0 && j.Cluster != "" && h.justEnded(j) {
 				return st, fmt.Errorf("step %s: %w", step, errPodsMayAppear)
 			}
-			if p := live(pods); p != nil {
+			if p := live(pods, h.now()); p != nil {
 				// The job has ended (a cancel is recorded before the garbage collector deletes
 				// its pods) but this pod may still start the step.
-				return st, fmt.Errorf("step %s has not started in pod %s, which is %s and not deleted: %w", step, p.Name, p.Status.Phase, errStillRunning)
+				return st, fmt.Errorf("step %s has not started in pod %s, which is %s and may still start it: %w", step, p.Name, p.Status.Phase, errStillRunning)
 			}
 			// The step never started: there is no log, and there will be none.
+			logging.FromContext(ctx).Debugw("step never started: archived empty", "job", j.ID, "step", key, "pods", podStates(pods))
 			st.Complete = true
 			return st, h.putStep(ctx, st, "complete")
 		}
@@ -380,6 +382,7 @@ func (h *Handler) archiveStep(ctx context.Context, cl Cluster, j *jobs.Job, pods
 	if more.LastSeq > st.LastSeq {
 		return h.incomplete(ctx, more, fmt.Sprintf("the log of pod %s ends before what an earlier archive of step %s stored", pod.Name, step))
 	}
+	logging.FromContext(ctx).Debugw("step archived", "job", j.ID, "step", key, "pod", pod.Name, "bytes", st.Bytes, "lines", st.Lines, "pods", podStates(pods))
 	st.Complete = true
 	archivedBytes.Add(float64(st.Bytes))
 	archivedLines.Add(float64(st.Lines))
@@ -466,12 +469,44 @@ func (h *Handler) putStep(ctx context.Context, st store.LogStep, outcome string)
 	return nil
 }
 
-// live returns a pod that can still start containers: not deleted, and not ended. A pod marked
-// for deletion starts no container (its kubelet stops it).
-func live(pods []corev1.Pod) *corev1.Pod {
+// podStates describes pods for a debug line: name, phase, deleted or not, container states.
+func podStates(pods []corev1.Pod) []string {
+	var out []string
+	for _, p := range pods {
+		d := fmt.Sprintf("%s %s deleted=%v", p.Name, p.Status.Phase, p.DeletionTimestamp != nil)
+		for _, list := range [][]corev1.ContainerStatus{p.Status.InitContainerStatuses, p.Status.ContainerStatuses} {
+			for _, cs := range list {
+				state := "waiting"
+				switch {
+				case cs.State.Running != nil:
+					state = "running"
+				case cs.State.Terminated != nil:
+					state = fmt.Sprintf("exit %d", cs.State.Terminated.ExitCode)
+				}
+				d += " " + cs.Name + ":" + state
+			}
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+// deletedPodGrace is how long past its deletionTimestamp a deleted pod on a node that has not
+// ended is still taken to be able to start a container. A kubelet may start a container it was
+// already starting when the deletion came, and report it afterwards; a pod on a lost node never
+// ends, and must not hold the archive for ever.
+const deletedPodGrace = 30 * time.Second
+
+// live returns a pod that may still start containers: it has not ended, and it is not deleted —
+// or deleted, but on a node, less than deletedPodGrace past its deletionTimestamp. A deleted pod
+// that no kubelet runs (no node) starts nothing.
+func live(pods []corev1.Pod, now time.Time) *corev1.Pod {
 	for i := range pods {
 		p := &pods[i]
-		if p.DeletionTimestamp == nil && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed {
+		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+			continue
+		}
+		if p.DeletionTimestamp == nil || (p.Spec.NodeName != "" && now.Before(p.DeletionTimestamp.Add(deletedPodGrace))) {
 			return p
 		}
 	}
@@ -483,14 +518,18 @@ func (h *Handler) justEnded(j *jobs.Job) bool {
 	if j.FinishedAt == nil {
 		return false
 	}
-	grace, now := h.PodsGrace, time.Now()
+	grace := h.PodsGrace
 	if grace <= 0 {
 		grace = DefaultPodsGrace
 	}
+	return h.now().Sub(*j.FinishedAt) < grace
+}
+
+func (h *Handler) now() time.Time {
 	if h.Now != nil {
-		now = h.Now()
+		return h.Now()
 	}
-	return now.Sub(*j.FinishedAt) < grace
+	return time.Now()
 }
 
 // started reports whether the job's record says step started: it has a start time or a

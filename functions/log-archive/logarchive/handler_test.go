@@ -465,8 +465,18 @@ func TestArchiveWaitsForLivePod(t *testing.T) {
 	if !slices.Contains(f.cluster.pods[0].Finalizers, names.PodFinalizer) {
 		t.Error("the finalizer was removed while the pod may still run a step")
 	}
-	// The garbage collector deletes the pod: no step starts any more.
-	pod.DeletionTimestamp = &metav1.Time{Time: t0.Add(time.Minute)}
+	// The garbage collector deletes the pod. Its kubelet may still start a container it was
+	// starting (and report it later), for a while.
+	pod.Spec.NodeName = "node-1"
+	deleted := t0.Add(time.Minute)
+	pod.DeletionTimestamp = &metav1.Time{Time: deleted}
+	now := deleted.Add(deletedPodGrace / 2)
+	f.h.Now = func() time.Time { return now }
+	if _, res := receive(t, f.h, f.event(t)); protocol.IsACK(res) || !errors.Is(res, errStillRunning) {
+		t.Fatalf("Receive just after the pod's deletion: %v, want a retry (%v)", res, errStillRunning)
+	}
+	// Past that, no step starts any more (nor on a lost node, whose pod never ends).
+	now = deleted.Add(deletedPodGrace)
 	reply, res := receive(t, f.h, f.event(t))
 	if !protocol.IsACK(res) {
 		t.Fatalf("Receive once the pod is deleted: %v", res)
