@@ -92,7 +92,7 @@ type Handler struct {
 // DefaultPodsGrace: a Job deleted right after its creation (a cancel) can still get a pod for a
 // few seconds, from a creation the Job controller had in flight; that pod runs until the garbage
 // collector deletes it, and its steps write logs.
-const DefaultPodsGrace = 30 * time.Second
+const DefaultPodsGrace = time.Minute
 
 // errPodsMayAppear: an ended job has no pod yet, and one may still appear (DefaultPodsGrace).
 // Retried: the Broker's backoff outlasts the grace.
@@ -491,22 +491,23 @@ func podStates(pods []corev1.Pod) []string {
 	return out
 }
 
-// deletedPodGrace is how long past its deletionTimestamp a deleted pod on a node that has not
-// ended is still taken to be able to start a container. A kubelet may start a container it was
-// already starting when the deletion came, and report it afterwards; a pod on a lost node never
-// ends, and must not hold the archive for ever.
-const deletedPodGrace = 30 * time.Second
+// deletedPodGrace is how long past its deletionTimestamp a deleted pod that has not ended is
+// still taken to be able to start a container. Deletion does not stop a start already under way:
+// a scheduler that has not seen the deletion yet still binds the pod, a kubelet starts a container
+// it was starting and reports it afterwards (on a loaded machine the local platform did so 35 s
+// after the deletion). A pod that never ends (on a lost node, or never scheduled) must not hold
+// the archive for ever.
+const deletedPodGrace = 90 * time.Second
 
-// live returns a pod that may still start containers: it has not ended, and it is not deleted —
-// or deleted, but on a node, less than deletedPodGrace past its deletionTimestamp. A deleted pod
-// that no kubelet runs (no node) starts nothing.
+// live returns a pod that may still start containers: it has not ended, and it is not deleted or
+// was deleted less than deletedPodGrace ago.
 func live(pods []corev1.Pod, now time.Time) *corev1.Pod {
 	for i := range pods {
 		p := &pods[i]
 		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 			continue
 		}
-		if p.DeletionTimestamp == nil || (p.Spec.NodeName != "" && now.Before(p.DeletionTimestamp.Add(deletedPodGrace))) {
+		if p.DeletionTimestamp == nil || now.Before(p.DeletionTimestamp.Add(deletedPodGrace)) {
 			return p
 		}
 	}

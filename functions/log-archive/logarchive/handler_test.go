@@ -465,9 +465,8 @@ func TestArchiveWaitsForLivePod(t *testing.T) {
 	if !slices.Contains(f.cluster.pods[0].Finalizers, names.PodFinalizer) {
 		t.Error("the finalizer was removed while the pod may still run a step")
 	}
-	// The garbage collector deletes the pod. Its kubelet may still start a container it was
-	// starting (and report it later), for a while.
-	pod.Spec.NodeName = "node-1"
+	// The garbage collector deletes the pod. A scheduler or kubelet that has not seen the
+	// deletion may still start a container (and report it later), for a while.
 	deleted := t0.Add(time.Minute)
 	pod.DeletionTimestamp = &metav1.Time{Time: deleted}
 	now := deleted.Add(deletedPodGrace / 2)
@@ -475,7 +474,7 @@ func TestArchiveWaitsForLivePod(t *testing.T) {
 	if _, res := receive(t, f.h, f.event(t)); protocol.IsACK(res) || !errors.Is(res, errStillRunning) {
 		t.Fatalf("Receive just after the pod's deletion: %v, want a retry (%v)", res, errStillRunning)
 	}
-	// Past that, no step starts any more (nor on a lost node, whose pod never ends).
+	// Past that, no step starts any more (a pod on a lost node, or never scheduled, never ends).
 	now = deleted.Add(deletedPodGrace)
 	reply, res := receive(t, f.h, f.event(t))
 	if !protocol.IsACK(res) {
