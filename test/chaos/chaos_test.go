@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -467,8 +468,11 @@ func waitJobs(ctx context.Context, t *testing.T, ids []string, timeout time.Dura
 			var show []string
 			for _, id := range waiting[:min(len(waiting), 10)] {
 				if j := last[id]; j != nil {
-					show = append(show, fmt.Sprintf("%s: %s %s (%s) archived=%v", id, j.Status, j.Reason, j.Cluster, j.LogsArchived))
+					show = append(show, fmt.Sprintf("%s: %s %s (%s) archived=%v; its pods: %s", id, j.Status, j.Reason, j.Cluster, j.LogsArchived, podsOf(j)))
 				}
+			}
+			for _, c := range omni.Platform.Clusters() {
+				show = append(show, fmt.Sprintf("kwok-controller of %s, last lines:\n%s", c.Name, tail(filepath.Join(c.KwokDir, "logs", "kwok-controller.log"), 15)))
 			}
 			t.Fatalf("%d of %d jobs not %s within %s (last error %v); some:\n%s", len(waiting), len(ids), what, timeout, err, strings.Join(show, "\n"))
 		case <-tick.C:
@@ -571,4 +575,36 @@ func firstDiff(a, b []byte) int {
 		}
 	}
 	return min(len(a), len(b))
+}
+
+// podsOf describes the pods of j's attempt on its cluster: phase, deletion, container states.
+func podsOf(j *jobs.Job) string {
+	c := omni.Platform.Cluster(j.Cluster)
+	if c == nil {
+		return "(no cluster)"
+	}
+	list, err := c.Clientset().CoreV1().Pods("default").List(context.Background(), metav1.ListOptions{LabelSelector: names.Selector(names.AttemptKey(j.ID, j.Attempt))})
+	if err != nil {
+		return err.Error()
+	}
+	var out []string
+	for _, p := range list.Items {
+		d := fmt.Sprintf("%s %s node=%q deleted=%v finalizers=%v", p.Name, p.Status.Phase, p.Spec.NodeName, p.DeletionTimestamp, p.Finalizers)
+		for _, cs := range append(p.Status.InitContainerStatuses, p.Status.ContainerStatuses...) {
+			st, _ := json.Marshal(cs.State)
+			d += " " + cs.Name + "=" + string(st)
+		}
+		out = append(out, d)
+	}
+	return strings.Join(out, "; ")
+}
+
+// tail returns the last n lines of a file, indented.
+func tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "    (" + err.Error() + ")"
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return "    " + strings.Join(lines[max(0, len(lines)-n):], "\n    ")
 }
