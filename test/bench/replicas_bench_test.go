@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -67,24 +69,44 @@ func envCount(b *testing.B, name string, def int) int {
 	return n
 }
 
-// replicaRun is what one fleet measured.
-type replicaRun struct {
+// replicaFleet is the fleet of one replica count and what it measured.
+type replicaFleet struct {
+	n      int
+	f      *fleet.Fleet
+	cfg    storecassandra.Config
+	groups []cpuGroup
+	post   func(ctx context.Context, req map[string]any) (jobs.Status, error)
+
 	submit, sync phase
+	// notQueued counts the measured jobs submit did not queue, by status (must stay empty).
+	notQueued map[jobs.Status]int
+	// syncIDs are the jobs of the status-sync phase; rv is the last resourceVersion sent.
+	syncIDs []string
+	rv      int
 	// changed is how many status-sync events changed their job (replied job.changed).
 	changed int
+	mu      sync.Mutex
 }
 
-// phase is one measured phase: its requests and the CPU used meanwhile.
+// phase is what one phase measured: its requests and the CPU used meanwhile, summed over its
+// chunks.
 type phase struct {
 	s   sample
 	cpu cpuUse
 }
 
+func (p *phase) add(s sample, u cpuUse) {
+	p.s.add(s)
+	p.cpu.add(u)
+}
+
 // BenchmarkReplicas measures the throughput of submit and status-sync with 1, 2 and 4 replicas
-// of both (every other function one replica), each function its own processes (local/fleet)
-// on the benchmark binary's Cassandra node, one fleet and one fresh keyspace per replica count,
-// the 1-replica fleet being the baseline. It also reads the CPU time each part used during each
-// phase (/proc), so the table says what bounds the throughput.
+// of both (every other function one replica), each function its own processes (local/fleet),
+// all on the benchmark binary's Cassandra node: one fleet and one fresh keyspace per replica
+// count, the three fleets running at once and taking turns (a chunk each, in the order 1, 2, 4,
+// then 4, 2, 1, …), so that the load of a shared machine weighs on all three alike; the
+// 1-replica fleet is the baseline. It also reads the CPU time each part used during each chunk
+// (/proc), so the table says what bounds the throughput.
 //
 //   - submit: POST /v1/jobs through the public URL by 32 clients. The queue policy gives the
 //     service a quota of one slot on x86_64, taken by a first job held at its first step, so
@@ -98,38 +120,88 @@ type phase struct {
 //     status-sync and the store are measured.
 //
 // The PingSources are slowed to once an hour, so no resync or dispatch-resync runs during a
-// phase; between phases the Broker stand-in delivers what the last phase caused.
+// chunk; before each chunk every fleet's Broker stand-in has delivered what the last chunk
+// caused (job.created, the dispatch Trigger's passes).
 func BenchmarkReplicas(b *testing.B) {
 	jobsN, eventsN := replicaSizes(b)
+	jobsN, eventsN = b.N*jobsN, b.N*eventsN
 	ps, err := newPodStream()
 	if err != nil {
 		b.Fatal(err)
 	}
+	stages := len(ps.stages)
+	syncJobs := (eventsN + stages - 1) / stages
+	eventsN = syncJobs * stages
 	hosts := cassandratest.Hosts(b)
 	cassPid := 0
 	if _, port, err := net.SplitHostPort(hosts[0]); err == nil {
 		cassPid = listenerPid(port)
 	}
-	load, _ := os.ReadFile("/proc/loadavg")
-	res := map[int]replicaRun{}
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+	defer cancel()
+	var fleets []*replicaFleet
 	for _, n := range replicaCounts {
-		b.Run(fmt.Sprintf("replicas=%d", n), func(b *testing.B) {
-			r := runReplicaFleet(b, n, b.N*jobsN, b.N*eventsN, ps, cassPid)
-			res[n] = r
-			b.ReportMetric(r.submit.s.perSecond(), "submit-jobs/s")
-			b.ReportMetric(r.sync.s.perSecond(), "sync-events/s")
-			if base, ok := res[replicaCounts[0]]; ok && n != replicaCounts[0] {
-				b.ReportMetric(r.submit.s.perSecond()/base.submit.s.perSecond(), "submit-jobs/s/1-replica")
-				b.ReportMetric(r.sync.s.perSecond()/base.sync.s.perSecond(), "sync-events/s/1-replica")
-			}
-		})
+		fleets = append(fleets, startReplicaFleet(ctx, b, n, cassPid))
 	}
-	printReplicaTables(res, cassPid != 0, strings.TrimSpace(string(load)))
+	load, _ := os.ReadFile("/proc/loadavg")
+	routers := make([]*router.Router, len(fleets))
+	for i, rf := range fleets {
+		routers[i] = rf.f.Router
+	}
+	// turns runs chunk k of a phase on every fleet, each chunk once every fleet is quiet.
+	turns := func(chunk func(rf *replicaFleet, k int)) {
+		for k := range replicaRounds {
+			for i := range fleets {
+				if k%2 == 1 {
+					i = len(fleets) - 1 - i
+				}
+				waitQuiet(b, routers, 2*time.Minute)
+				chunk(fleets[i], k)
+			}
+		}
+	}
+
+	for _, rf := range fleets {
+		rf.warmSubmit(ctx, b)
+	}
+	turns(func(rf *replicaFleet, k int) {
+		rf.submitChunk(ctx, b, jobsN*(k+1)/replicaRounds-jobsN*k/replicaRounds)
+	})
+	for _, rf := range fleets {
+		if len(rf.notQueued) > 0 {
+			b.Fatalf("%d replicas: submit answered jobs that are not queued (%v): the benchmark would measure the cluster, not submit", rf.n, rf.notQueued)
+		}
+	}
+
+	for _, rf := range fleets {
+		rf.prepareSync(ctx, b, syncJobs, ps)
+	}
+	turns(func(rf *replicaFleet, k int) {
+		rf.syncChunk(ctx, b, eventsN*k/replicaRounds, eventsN*(k+1)/replicaRounds, eventsN, ps)
+	})
+
+	for _, rf := range fleets {
+		if err := rf.f.Crashes(); err != nil {
+			b.Fatalf("%d replicas: replicas crashed during the run: %v", rf.n, err)
+		}
+		rf.submit.s.mustBePossible(b, fmt.Sprintf("submit, %d replicas", rf.n))
+		rf.sync.s.mustBePossible(b, fmt.Sprintf("status-sync, %d replicas", rf.n))
+		b.ReportMetric(rf.submit.s.perSecond(), fmt.Sprintf("submit-jobs/s-%d", rf.n))
+		b.ReportMetric(rf.sync.s.perSecond(), fmt.Sprintf("sync-events/s-%d", rf.n))
+		if rf != fleets[0] {
+			b.ReportMetric(rf.submit.s.perSecond()/fleets[0].submit.s.perSecond(), fmt.Sprintf("submit-x1-%d", rf.n))
+			b.ReportMetric(rf.sync.s.perSecond()/fleets[0].sync.s.perSecond(), fmt.Sprintf("sync-x1-%d", rf.n))
+		}
+	}
+	printReplicaTables(fleets, cassPid != 0, strings.TrimSpace(string(load)))
 }
 
-// runReplicaFleet starts a fleet with n replicas of submit and status-sync on a fresh keyspace
-// and measures both phases.
-func runReplicaFleet(b *testing.B, n, jobsN, eventsN int, ps *podStream, cassPid int) replicaRun {
+// replicaRounds is how many chunks each phase is cut into per fleet.
+const replicaRounds = 4
+
+// startReplicaFleet starts a fleet with n replicas of submit and status-sync on a fresh keyspace;
+// the fleet stops and the keyspace is dropped when b ends.
+func startReplicaFleet(ctx context.Context, b *testing.B, n, cassPid int) *replicaFleet {
 	cfg := cassandratest.Keyspace(b)
 	dir := b.TempDir()
 	// One slot for the service on x86_64: the held first job takes it, every later job queues.
@@ -137,8 +209,6 @@ func runReplicaFleet(b *testing.B, n, jobsN, eventsN int, ps *podStream, cassPid
 	if err := os.WriteFile(filepath.Join(dir, "queue.yaml"), []byte(policy), 0o600); err != nil {
 		b.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
 	began := time.Now()
 	f, err := fleet.Start(ctx, fleet.Options{
 		Dir:          dir,
@@ -150,25 +220,13 @@ func runReplicaFleet(b *testing.B, n, jobsN, eventsN int, ps *podStream, cassPid
 		Env:          []string{"OMNI_LOG_LEVEL=warn"},
 	})
 	if err != nil {
-		b.Fatalf("start the fleet: %v", err)
+		b.Fatalf("start the fleet of %d replicas: %v", n, err)
 	}
 	b.Cleanup(f.Close)
 	fmt.Fprintf(os.Stderr, "bench: fleet of %d submit and %d status-sync replicas ready in %s\n", n, n, time.Since(began).Round(time.Millisecond))
-	groups := cpuGroups(f, cassPid)
-	var run replicaRun
-	run.submit = submitPhase(ctx, b, f, jobsN, n, groups)
-	waitQuiet(b, f.Router, 2*time.Minute)
-	run.sync, run.changed = syncPhase(ctx, b, f, cfg, eventsN, n, ps, groups)
-	if err := f.Crashes(); err != nil {
-		b.Fatalf("replicas crashed during the run: %v", err)
-	}
-	return run
-}
-
-// submitPhase posts jobsN jobs through the public URL and checks that each was queued.
-func submitPhase(ctx context.Context, b *testing.B, f *fleet.Fleet, jobsN, n int, groups []cpuGroup) phase {
+	rf := &replicaFleet{n: n, f: f, cfg: cfg, groups: cpuGroups(f, cassPid), notQueued: map[jobs.Status]int{}}
 	hc := &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: replicaClients}}
-	post := func(req map[string]any) (jobs.Status, error) {
+	rf.post = func(ctx context.Context, req map[string]any) (jobs.Status, error) {
 		body, err := json.Marshal(req)
 		if err != nil {
 			return "", err
@@ -199,122 +257,131 @@ func submitPhase(ctx context.Context, b *testing.B, f *fleet.Fleet, jobsN, n int
 		}
 		return j.Status, nil
 	}
-	// The holder: the one job with room, held at its first step for the rest of the run.
+	return rf
+}
+
+// warmSubmit submits the holder — the one job with room, held at its first step for the rest
+// of the run — and a few queued jobs per replica.
+func (rf *replicaFleet) warmSubmit(ctx context.Context, b *testing.B) {
 	holder := map[string]any{"labels": map[string]string{platform.AnnotationHoldStep: "fetch-srpm"}}
 	for k, v := range rpmJob {
 		holder[k] = v
 	}
-	if st, err := post(holder); err != nil {
+	if st, err := rf.post(ctx, holder); err != nil {
 		b.Fatal(err)
 	} else if st != jobs.StatusPending {
-		b.Fatalf("the first job is %s, want pending (placed, holding the service's one slot)", st)
+		b.Fatalf("%d replicas: the first job is %s, want pending (placed, holding the service's one slot)", rf.n, st)
 	}
-	var mu sync.Mutex
-	notQueued := map[jobs.Status]int{}
-	op := func(int) error {
-		st, err := post(rpmJob)
-		if err == nil && st != jobs.StatusQueued {
-			mu.Lock()
-			notQueued[st]++
-			mu.Unlock()
-		}
+	warm := replicaWarmUp * rf.n
+	measure(b, min(replicaClients, warm), warm, func(int) error {
+		_, err := rf.post(ctx, rpmJob)
 		return err
-	}
-	measure(b, min(replicaClients, replicaWarmUp*n), replicaWarmUp*n, op)
-	waitQuiet(b, f.Router, 2*time.Minute)
-	before := takeCPU(groups)
-	s := measure(b, replicaClients, jobsN, op)
-	use := takeCPU(groups).since(before)
-	if len(notQueued) > 0 {
-		b.Fatalf("submit answered jobs that are not queued (%v): the benchmark would measure the cluster, not submit", notQueued)
-	}
-	return phase{s, use}
+	})
 }
 
-// syncPhase records jobs pending in the store and posts the life of each one's pod to the
-// status-sync Service, eventsN events in all; it returns how many changed their job.
-func syncPhase(ctx context.Context, b *testing.B, f *fleet.Fleet, cfg storecassandra.Config, eventsN, n int, ps *podStream, groups []cpuGroup) (phase, int) {
-	stages := len(ps.stages)
-	syncJobs := (eventsN + stages - 1) / stages
-	warm := replicaWarmUp * n
-	st, err := storecassandra.Open(ctx, cfg)
+// submitChunk posts n jobs by replicaClients clients.
+func (rf *replicaFleet) submitChunk(ctx context.Context, b *testing.B, n int) {
+	before := takeCPU(rf.groups)
+	s := measure(b, replicaClients, n, func(int) error {
+		st, err := rf.post(ctx, rpmJob)
+		if err == nil && st != jobs.StatusQueued {
+			rf.mu.Lock()
+			rf.notQueued[st]++
+			rf.mu.Unlock()
+		}
+		return err
+	})
+	rf.submit.add(s, takeCPU(rf.groups).since(before))
+}
+
+// prepareSync records n jobs pending in the store (and a few more per replica for the warm-up)
+// and sends the warm-up jobs' pods' whole lives to status-sync.
+func (rf *replicaFleet) prepareSync(ctx context.Context, b *testing.B, n int, ps *podStream) {
+	st, err := storecassandra.Open(ctx, rf.cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer st.Close()
 	now := time.Now().UTC()
-	all := make([]string, warm+syncJobs)
+	warm := replicaWarmUp * rf.n
+	all := make([]string, warm+n)
 	for i := range all {
 		all[i] = ids.New(now)
 	}
+	rf.syncIDs = all[warm:]
 	measure(b, 16, len(all), func(i int) error { return st.CreateJob(ctx, pendingRPMJob(all[i], now)) })
-	svc := f.Service("status-sync")
-	if svc == nil {
-		b.Fatal("the fleet has no status-sync Service")
-	}
-	var mu sync.Mutex
-	changed := 0
-	send := func(id string, stage, rv int) error {
-		e, err := ps.event(id, stage, rv)
-		if err != nil {
-			return err
-		}
-		req := httptest.NewRequestWithContext(ctx, http.MethodPost, "/", nil)
-		if err := cehttp.WriteRequest(ctx, binding.ToMessage(&e), req); err != nil {
-			return fmt.Errorf("encode event %d: %w", rv, err)
-		}
-		rec := httptest.NewRecorder()
-		svc.ServeHTTP(rec, req)
-		if rec.Code/100 != 2 {
-			return fmt.Errorf("status-sync answered event %d with %d: %s", rv, rec.Code, bytes.TrimSpace(rec.Body.Bytes()))
-		}
-		if rec.Header().Get("Ce-Id") != "" {
-			mu.Lock()
-			changed++
-			mu.Unlock()
-		}
-		return nil
-	}
-	// Warm-up: the whole life of the first jobs' pods, in order.
-	warmIDs, measured := all[:warm], all[warm:]
-	rv := 0
-	for stage := range stages {
-		for _, id := range warmIDs {
-			rv++
-			if err := send(id, stage, rv); err != nil {
+	for stage := range ps.stages {
+		for _, id := range all[:warm] {
+			rf.rv++
+			if err := rf.sendEvent(ctx, ps, id, stage, rf.rv); err != nil {
 				b.Fatal(err)
 			}
 		}
 	}
-	changed = 0
-	total := syncJobs * stages
-	before := takeCPU(groups)
-	s := measure(b, replicaClients, total, func(i int) error {
-		j, stage := syncOrder(i, total, stages)
-		return send(measured[j], stage, rv+1+i)
-	})
-	use := takeCPU(groups).since(before)
-	s.mustBePossible(b, "status-sync")
-	return phase{s, use}, changed
+	rf.changed = 0
 }
 
-// waitQuiet waits until the Broker stand-in's counters have not moved for a second: the
-// events the last phase caused (job.created, the dispatch Trigger's passes) are delivered
-// before the next phase is measured.
-func waitQuiet(b *testing.B, r *router.Router, within time.Duration) {
+// syncChunk sends events [from, to) of total: round robin over the jobs, each job's pod's
+// stages in order (syncOrder).
+func (rf *replicaFleet) syncChunk(ctx context.Context, b *testing.B, from, to, total int, ps *podStream) {
+	before := takeCPU(rf.groups)
+	s := measure(b, replicaClients, to-from, func(i int) error {
+		j, stage := syncOrder(from+i, total, len(ps.stages))
+		return rf.sendEvent(ctx, ps, rf.syncIDs[j], stage, rf.rv+1+from+i)
+	})
+	rf.sync.add(s, takeCPU(rf.groups).since(before))
+}
+
+// sendEvent posts stage of job id's pod, at resourceVersion rv, to the status-sync Service.
+func (rf *replicaFleet) sendEvent(ctx context.Context, ps *podStream, id string, stage, rv int) error {
+	svc := rf.f.Service("status-sync")
+	if svc == nil {
+		return errors.New("the fleet has no status-sync Service")
+	}
+	e, err := ps.event(id, stage, rv)
+	if err != nil {
+		return err
+	}
+	req := httptest.NewRequestWithContext(ctx, http.MethodPost, "/", nil)
+	if err := cehttp.WriteRequest(ctx, binding.ToMessage(&e), req); err != nil {
+		return fmt.Errorf("encode event %d: %w", rv, err)
+	}
+	rec := httptest.NewRecorder()
+	svc.ServeHTTP(rec, req)
+	if rec.Code/100 != 2 {
+		return fmt.Errorf("status-sync answered event %d with %d: %s", rv, rec.Code, bytes.TrimSpace(rec.Body.Bytes()))
+	}
+	if rec.Header().Get("Ce-Id") != "" {
+		rf.mu.Lock()
+		rf.changed++
+		rf.mu.Unlock()
+	}
+	return nil
+}
+
+// waitQuiet waits until no Broker stand-in's counters have moved for a second: the events the
+// last chunk caused are delivered before the next chunk is measured.
+func waitQuiet(b *testing.B, routers []*router.Router, within time.Duration) {
 	b.Helper()
+	stats := func() []router.Stats {
+		out := make([]router.Stats, len(routers))
+		for i, r := range routers {
+			out[i] = r.Stats()
+		}
+		return out
+	}
 	deadline := time.NewTimer(within)
 	defer deadline.Stop()
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
-	last, still := r.Stats(), 0
+	last, still := stats(), 0
 	for still < 4 {
 		select {
 		case <-deadline.C:
-			b.Fatalf("the Broker stand-in did not go quiet within %s (counters %+v)", within, r.Stats())
+			b.Fatalf("the Broker stand-ins did not go quiet within %s (counters %+v)", within, stats())
 		case <-tick.C:
 		}
-		if now := r.Stats(); now == last {
+		if now := stats(); slices.Equal(now, last) {
 			still++
 		} else {
 			last, still = now, 0
@@ -390,7 +457,8 @@ func takeCPU(groups []cpuGroup) cpuSnap {
 	return s
 }
 
-// cpuUse is the CPU used between two snapshots, in cores (CPU seconds per second).
+// cpuUse is the CPU time used between two snapshots (or summed over several such spans), in
+// CPU seconds.
 type cpuUse struct {
 	wall   time.Duration
 	groups []float64
@@ -400,15 +468,36 @@ type cpuUse struct {
 }
 
 func (s cpuSnap) since(before cpuSnap) cpuUse {
+	secs := func(t uint64) float64 { return float64(t) / clockTicks }
 	u := cpuUse{wall: s.at.Sub(before.at), groups: make([]float64, len(s.ticks))}
-	cores := func(t uint64) float64 { return float64(t) / clockTicks / u.wall.Seconds() }
-	u.machine, u.rest = cores(s.busy-before.busy), cores(s.busy-before.busy)
+	u.machine, u.rest = secs(s.busy-before.busy), secs(s.busy-before.busy)
 	for i := range s.ticks {
-		u.groups[i] = cores(s.ticks[i] - min(before.ticks[i], s.ticks[i]))
+		u.groups[i] = secs(s.ticks[i] - min(before.ticks[i], s.ticks[i]))
 		u.rest -= u.groups[i]
 	}
 	u.rest = max(u.rest, 0)
 	return u
+}
+
+// add sums o into u.
+func (u *cpuUse) add(o cpuUse) {
+	u.wall += o.wall
+	u.machine += o.machine
+	u.rest += o.rest
+	if u.groups == nil {
+		u.groups = make([]float64, len(o.groups))
+	}
+	for i, g := range o.groups {
+		u.groups[i] += g
+	}
+}
+
+// cores is CPU seconds per second of wall time.
+func (u cpuUse) cores(secs float64) float64 {
+	if u.wall <= 0 {
+		return 0
+	}
+	return secs / u.wall.Seconds()
 }
 
 // processTicks returns the user and system CPU time pid has used (utime + stime of
@@ -491,97 +580,88 @@ func listenerPid(port string) int {
 
 // printReplicaTables prints the throughput per replica count against the first, the CPU each
 // part used during each phase, and what bounds each phase.
-func printReplicaTables(res map[int]replicaRun, cassandraSeen bool, load string) {
-	base, ok := res[replicaCounts[0]]
-	if !ok {
-		return
-	}
+func printReplicaTables(fleets []*replicaFleet, cassandraSeen bool, load string) {
+	base := fleets[0]
 	var rows [][]string
-	for _, n := range replicaCounts {
-		r, ok := res[n]
-		if !ok {
-			continue
-		}
+	for _, rf := range fleets {
 		vs := func(a, b sample) string {
-			if n == replicaCounts[0] {
+			if rf == base {
 				return "(baseline)"
 			}
 			return ratio(a.perSecond(), b.perSecond())
 		}
-		rows = append(rows, []string{fmt.Sprint(n),
-			fmt.Sprint(len(r.submit.s.lat)), fmt.Sprintf("%.1f", r.submit.s.perSecond()), vs(r.submit.s, base.submit.s),
-			fmt.Sprintf("%.0f", ms(r.submit.s.quantile(.5))), fmt.Sprintf("%.0f", ms(r.submit.s.quantile(.99))),
-			fmt.Sprintf("%d (%d changed)", len(r.sync.s.lat), r.changed), fmt.Sprintf("%.0f", r.sync.s.perSecond()), vs(r.sync.s, base.sync.s),
-			fmt.Sprintf("%.1f", ms(r.sync.s.quantile(.5))), fmt.Sprintf("%.1f", ms(r.sync.s.quantile(.99)))})
+		rows = append(rows, []string{fmt.Sprint(rf.n),
+			fmt.Sprint(len(rf.submit.s.lat)), fmt.Sprintf("%.1f", rf.submit.s.perSecond()), vs(rf.submit.s, base.submit.s),
+			fmt.Sprintf("%.0f", ms(rf.submit.s.quantile(.5))), fmt.Sprintf("%.0f", ms(rf.submit.s.quantile(.99))),
+			fmt.Sprintf("%d (%d changed)", len(rf.sync.s.lat), rf.changed), fmt.Sprintf("%.0f", rf.sync.s.perSecond()), vs(rf.sync.s, base.sync.s),
+			fmt.Sprintf("%.1f", ms(rf.sync.s.quantile(.5))), fmt.Sprintf("%.1f", ms(rf.sync.s.quantile(.99)))})
 	}
-	table(fmt.Sprintf("Replicas: submit (POST /v1/jobs, queued, %d clients) and status-sync (pod events, %d in flight), each function its own processes on one Cassandra node; %d CPUs, load average at the start %s",
-		replicaClients, replicaClients, runtime.NumCPU(), load),
+	table(fmt.Sprintf("Replicas: submit (POST /v1/jobs, queued, %d clients) and status-sync (pod events, %d in flight); each function its own processes; three fleets at once on one Cassandra node, taking turns in %d chunks; %d CPUs, load average at the start %s",
+		replicaClients, replicaClients, replicaRounds, runtime.NumCPU(), load),
 		[]string{"replicas", "jobs", "submit jobs/s", "vs 1 replica", "p50 ms", "p99 ms", "events", "status-sync events/s", "vs 1 replica", "p50 ms", "p99 ms"}, rows)
 
-	names := []string{"Cassandra", "submit", "status-sync", "other functions", "clusters, adapters", "benchmark process"}
-	header := append([]string{"phase", "replicas", fmt.Sprintf("machine busy (of %d)", runtime.NumCPU())}, names...)
-	header = append(header, "rest of machine", "CPU ms per op: Cassandra / functions / all")
+	header := []string{"phase", "replicas", fmt.Sprintf("machine busy (of %d)", runtime.NumCPU())}
+	for _, g := range base.groups {
+		header = append(header, g.name)
+	}
+	header = append(header, "rest of machine", "CPU ms per op: Cassandra / functions / machine")
 	rows = nil
 	for _, ph := range []string{"submit", "status-sync"} {
-		for _, n := range replicaCounts {
-			r, ok := res[n]
-			if !ok {
-				continue
-			}
-			p := r.submit
-			if ph == "status-sync" {
-				p = r.sync
-			}
-			row := []string{ph, fmt.Sprint(n), fmt.Sprintf("%.2f", p.cpu.machine)}
-			for i, c := range p.cpu.groups {
+		for _, rf := range fleets {
+			p := rf.phase(ph)
+			u := p.cpu
+			row := []string{ph, fmt.Sprint(rf.n), fmt.Sprintf("%.2f", u.cores(u.machine))}
+			for i, c := range u.groups {
 				if i == groupCassandra && !cassandraSeen {
 					row = append(row, "?")
 					continue
 				}
-				row = append(row, fmt.Sprintf("%.2f", c))
+				row = append(row, fmt.Sprintf("%.2f", u.cores(c)))
 			}
-			perOp := func(cores float64) string {
-				return fmt.Sprintf("%.1f", cores*p.cpu.wall.Seconds()*1000/float64(len(p.s.lat)))
-			}
-			fns := p.cpu.groups[groupSubmit] + p.cpu.groups[groupSync] + p.cpu.groups[groupOtherFunctions]
-			row = append(row, fmt.Sprintf("%.2f", p.cpu.rest),
-				perOp(p.cpu.groups[groupCassandra])+" / "+perOp(fns)+" / "+perOp(p.cpu.machine))
+			perOp := func(secs float64) string { return fmt.Sprintf("%.1f", secs*1000/float64(len(p.s.lat))) }
+			fns := u.groups[groupSubmit] + u.groups[groupSync] + u.groups[groupOtherFunctions]
+			row = append(row, fmt.Sprintf("%.2f", u.cores(u.rest)),
+				perOp(u.groups[groupCassandra])+" / "+perOp(fns)+" / "+perOp(u.machine))
 			rows = append(rows, row)
 		}
 	}
-	table("Replicas: CPU used during each phase, in cores (CPU seconds per second, from /proc)", header, rows)
+	table("Replicas: CPU used during each phase, in cores (CPU seconds per second, from /proc); rest of machine = the other fleets idling and any other work", header, rows)
 	for _, ph := range []string{"submit", "status-sync"} {
-		fmt.Println("  " + replicaBound(res, ph, cassandraSeen))
+		fmt.Println("  " + replicaBound(fleets, ph, cassandraSeen))
 	}
 	fmt.Println()
 }
 
+// phase returns the measured phase named ph.
+func (rf *replicaFleet) phase(ph string) phase {
+	if ph == "status-sync" {
+		return rf.sync
+	}
+	return rf.submit
+}
+
 // replicaBound says, from the CPU figures, what bounds a phase across the replica counts.
-func replicaBound(res map[int]replicaRun, ph string, cassandraSeen bool) string {
+func replicaBound(fleets []*replicaFleet, ph string, cassandraSeen bool) string {
 	cpus := float64(runtime.NumCPU())
+	fn := groupSubmit
+	if ph == "status-sync" {
+		fn = groupSync
+	}
 	var parts []string
 	saturated := true
-	for _, n := range replicaCounts {
-		r, ok := res[n]
-		if !ok {
-			continue
-		}
-		p := r.submit
-		fn := groupSubmit
-		if ph == "status-sync" {
-			p, fn = r.sync, groupSync
-		}
-		if p.cpu.machine < 0.85*cpus {
+	for _, rf := range fleets {
+		u := rf.phase(ph).cpu
+		if u.cores(u.machine) < 0.85*cpus {
 			saturated = false
 		}
-		share := func(c float64) string { return fmt.Sprintf("%.0f%%", 100*c/max(p.cpu.machine, 1e-9)) }
+		share := func(c float64) string { return fmt.Sprintf("%.0f%%", 100*c/max(u.machine, 1e-9)) }
 		cass := "?"
 		if cassandraSeen {
-			cass = share(p.cpu.groups[groupCassandra])
+			cass = share(u.groups[groupCassandra])
 		}
-		parts = append(parts, fmt.Sprintf("%d: busy %.2f of %.0f, Cassandra %s, %s %s", n, p.cpu.machine, cpus, cass, ph, share(p.cpu.groups[fn])))
+		parts = append(parts, fmt.Sprintf("%d: busy %.2f of %.0f, Cassandra %s, %s %s", rf.n, u.cores(u.machine), cpus, cass, ph, share(u.groups[fn])))
 	}
-	verdict := "not CPU-bound at every count (the machine had idle time): latency-bound (round trips to the store per request, the clients' concurrency)"
+	verdict := "not CPU-bound at every count (the machine had idle time): bound by latency (the store's round trips per request) and the clients' concurrency"
 	if saturated {
 		verdict = "CPU-bound: the machine's CPUs were busy at every replica count, so more replicas add processes, not CPU"
 	}
