@@ -78,6 +78,8 @@ type replicaFleet struct {
 	post   func(ctx context.Context, req map[string]any) (jobs.Status, error)
 
 	submit, sync phase
+	// submitChunks are the submit phase's chunks in turn; the queue grows by one chunk each.
+	submitChunks []phase
 	// notQueued counts the measured jobs submit did not queue, by status (must stay empty).
 	notQueued map[jobs.Status]int
 	// syncIDs are the jobs of the status-sync phase; rv is the last resourceVersion sent.
@@ -291,7 +293,9 @@ func (rf *replicaFleet) submitChunk(ctx context.Context, b *testing.B, n int) {
 		}
 		return err
 	})
-	rf.submit.add(s, takeCPU(rf.groups).since(before))
+	u := takeCPU(rf.groups).since(before)
+	rf.submit.add(s, u)
+	rf.submitChunks = append(rf.submitChunks, phase{s, u})
 }
 
 // prepareSync records n jobs pending in the store (and a few more per replica for the warm-up)
@@ -630,6 +634,25 @@ func printReplicaTables(fleets []*replicaFleet, cassandraSeen bool, load string)
 		fmt.Println("  " + replicaBound(fleets, ph, cassandraSeen))
 	}
 	fmt.Println()
+
+	// Each dispatch pass reads every unfinished job: a submit's cost grows with the queue.
+	header = []string{"replicas"}
+	rows = nil
+	for _, rf := range fleets {
+		row := []string{fmt.Sprint(rf.n)}
+		queued := replicaWarmUp * rf.n
+		for k, c := range rf.submitChunks {
+			if rf == base {
+				header = append(header, fmt.Sprintf("chunk %d: jobs/s, CPU ms per job Cassandra / submit", k+1))
+			}
+			row = append(row, fmt.Sprintf("%.1f, %.1f / %.1f (queue %d→%d)", c.s.perSecond(),
+				c.cpu.groups[groupCassandra]*1000/float64(len(c.s.lat)), c.cpu.groups[groupSubmit]*1000/float64(len(c.s.lat)),
+				queued, queued+len(c.s.lat)))
+			queued += len(c.s.lat)
+		}
+		rows = append(rows, row)
+	}
+	table("Replicas: the submit phase chunk by chunk, as the queue grows (every dispatch pass reads every unfinished job)", header, rows)
 }
 
 // phase returns the measured phase named ph.
