@@ -23,6 +23,7 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/binding"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+	"github.com/gocql/gocql"
 
 	"github.com/omnibuildplatform/omni-orchestrator/local/cassandra/cassandratest"
 	"github.com/omnibuildplatform/omni-orchestrator/local/fleet"
@@ -41,8 +42,9 @@ const (
 	// replicaClients is how many clients submit at once, and how many events are in flight
 	// to status-sync at once.
 	replicaClients = 32
-	// replicaWarmUp requests per replica go through each path before anything is measured.
-	replicaWarmUp = 4
+	// replicaWarmUp jobs go through each path of each fleet before anything is measured (the
+	// store's JVM compiles its hot paths during the first few hundred requests).
+	replicaWarmUp = 32
 	// clockTicks is the kernel's USER_HZ, the unit of /proc/<pid>/stat and /proc/stat times
 	// (100 on every Linux architecture Go runs on).
 	clockTicks = 100
@@ -75,7 +77,9 @@ type replicaFleet struct {
 	f      *fleet.Fleet
 	cfg    storecassandra.Config
 	groups []cpuGroup
-	post   func(ctx context.Context, req map[string]any) (jobs.Status, error)
+	// cql reads the node's counters (system_views).
+	cql  *gocql.Session
+	post func(ctx context.Context, req map[string]any) (jobs.Status, error)
 
 	submit, sync phase
 	// submitChunks are the submit phase's chunks in turn; the queue grows by one chunk each.
@@ -95,11 +99,13 @@ type replicaFleet struct {
 type phase struct {
 	s   sample
 	cpu cpuUse
+	ops storeOps
 }
 
-func (p *phase) add(s sample, u cpuUse) {
-	p.s.add(s)
-	p.cpu.add(u)
+func (p *phase) add(o phase) {
+	p.s.add(o.s)
+	p.cpu.add(o.cpu)
+	p.ops = p.ops.plus(o.ops)
 }
 
 // BenchmarkReplicas measures the throughput of submit and status-sync with 1, 2 and 4 replicas
@@ -226,7 +232,7 @@ func startReplicaFleet(ctx context.Context, b *testing.B, n, cassPid int) *repli
 	}
 	b.Cleanup(f.Close)
 	fmt.Fprintf(os.Stderr, "bench: fleet of %d submit and %d status-sync replicas ready in %s\n", n, n, time.Since(began).Round(time.Millisecond))
-	rf := &replicaFleet{n: n, f: f, cfg: cfg, groups: cpuGroups(f, cassPid), notQueued: map[jobs.Status]int{}}
+	rf := &replicaFleet{n: n, f: f, cfg: cfg, groups: cpuGroups(f, cassPid), cql: cassandratest.Session(b, cfg, ""), notQueued: map[jobs.Status]int{}}
 	hc := &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: replicaClients}}
 	rf.post = func(ctx context.Context, req map[string]any) (jobs.Status, error) {
 		body, err := json.Marshal(req)
@@ -274,8 +280,7 @@ func (rf *replicaFleet) warmSubmit(ctx context.Context, b *testing.B) {
 	} else if st != jobs.StatusPending {
 		b.Fatalf("%d replicas: the first job is %s, want pending (placed, holding the service's one slot)", rf.n, st)
 	}
-	warm := replicaWarmUp * rf.n
-	measure(b, min(replicaClients, warm), warm, func(int) error {
+	measure(b, replicaClients, replicaWarmUp, func(int) error {
 		_, err := rf.post(ctx, rpmJob)
 		return err
 	})
@@ -283,7 +288,7 @@ func (rf *replicaFleet) warmSubmit(ctx context.Context, b *testing.B) {
 
 // submitChunk posts n jobs by replicaClients clients.
 func (rf *replicaFleet) submitChunk(ctx context.Context, b *testing.B, n int) {
-	before := takeCPU(rf.groups)
+	c := rf.begin(b)
 	s := measure(b, replicaClients, n, func(int) error {
 		st, err := rf.post(ctx, rpmJob)
 		if err == nil && st != jobs.StatusQueued {
@@ -293,13 +298,31 @@ func (rf *replicaFleet) submitChunk(ctx context.Context, b *testing.B, n int) {
 		}
 		return err
 	})
-	u := takeCPU(rf.groups).since(before)
-	rf.submit.add(s, u)
-	rf.submitChunks = append(rf.submitChunks, phase{s, u})
+	p := c.end(b, s)
+	rf.submit.add(p)
+	rf.submitChunks = append(rf.submitChunks, p)
 }
 
-// prepareSync records n jobs pending in the store (and a few more per replica for the warm-up)
-// and sends the warm-up jobs' pods' whole lives to status-sync.
+// chunk is a chunk being measured: the counters at its start.
+type chunk struct {
+	rf  *replicaFleet
+	cpu cpuSnap
+	ops storeOps
+}
+
+// begin reads the counters at the start of a chunk.
+func (rf *replicaFleet) begin(b *testing.B) chunk {
+	return chunk{rf: rf, ops: readStoreOps(b, rf.cql, rf.cfg.Keyspace), cpu: takeCPU(rf.groups)}
+}
+
+// end reads the counters again: the chunk's phase of sample s.
+func (c chunk) end(b *testing.B, s sample) phase {
+	u := takeCPU(c.rf.groups).since(c.cpu)
+	return phase{s: s, cpu: u, ops: readStoreOps(b, c.rf.cql, c.rf.cfg.Keyspace).minus(c.ops)}
+}
+
+// prepareSync records n jobs pending in the store (and replicaWarmUp more for the warm-up) and
+// sends the warm-up jobs' pods' whole lives to status-sync.
 func (rf *replicaFleet) prepareSync(ctx context.Context, b *testing.B, n int, ps *podStream) {
 	st, err := storecassandra.Open(ctx, rf.cfg)
 	if err != nil {
@@ -307,7 +330,7 @@ func (rf *replicaFleet) prepareSync(ctx context.Context, b *testing.B, n int, ps
 	}
 	defer st.Close()
 	now := time.Now().UTC()
-	warm := replicaWarmUp * rf.n
+	warm := replicaWarmUp
 	all := make([]string, warm+n)
 	for i := range all {
 		all[i] = ids.New(now)
@@ -315,12 +338,8 @@ func (rf *replicaFleet) prepareSync(ctx context.Context, b *testing.B, n int, ps
 	rf.syncIDs = all[warm:]
 	measure(b, 16, len(all), func(i int) error { return st.CreateJob(ctx, pendingRPMJob(all[i], now)) })
 	for stage := range ps.stages {
-		for _, id := range all[:warm] {
-			rf.rv++
-			if err := rf.sendEvent(ctx, ps, id, stage, rf.rv); err != nil {
-				b.Fatal(err)
-			}
-		}
+		measure(b, replicaClients, warm, func(i int) error { return rf.sendEvent(ctx, ps, all[i], stage, rf.rv+1+i) })
+		rf.rv += warm
 	}
 	rf.changed = 0
 }
@@ -328,12 +347,61 @@ func (rf *replicaFleet) prepareSync(ctx context.Context, b *testing.B, n int, ps
 // syncChunk sends events [from, to) of total: round robin over the jobs, each job's pod's
 // stages in order (syncOrder).
 func (rf *replicaFleet) syncChunk(ctx context.Context, b *testing.B, from, to, total int, ps *podStream) {
-	before := takeCPU(rf.groups)
+	c := rf.begin(b)
 	s := measure(b, replicaClients, to-from, func(i int) error {
 		j, stage := syncOrder(from+i, total, len(ps.stages))
 		return rf.sendEvent(ctx, ps, rf.syncIDs[j], stage, rf.rv+1+from+i)
 	})
-	rf.sync.add(s, takeCPU(rf.groups).since(before))
+	rf.sync.add(c.end(b, s))
+}
+
+// storeOps are counters of the Cassandra node (its virtual tables, system_views): the CQL
+// statements it executed (all clients), and the local reads, range scans and writes of one
+// keyspace's tables.
+type storeOps struct {
+	statements, reads, scans, writes int64
+}
+
+func (o storeOps) plus(p storeOps) storeOps {
+	return storeOps{o.statements + p.statements, o.reads + p.reads, o.scans + p.scans, o.writes + p.writes}
+}
+
+func (o storeOps) minus(p storeOps) storeOps {
+	return storeOps{o.statements - p.statements, o.reads - p.reads, o.scans - p.scans, o.writes - p.writes}
+}
+
+// perOp formats the counts per operation of a phase of n operations.
+func (o storeOps) perOp(n int) string {
+	f := func(v int64) string { return fmt.Sprintf("%.1f", float64(v)/float64(max(n, 1))) }
+	return f(o.statements) + " / " + f(o.reads) + " / " + f(o.scans) + " / " + f(o.writes)
+}
+
+// readStoreOps reads the node's counters for keyspace.
+func readStoreOps(b *testing.B, s *gocql.Session, keyspace string) storeOps {
+	b.Helper()
+	var o storeOps
+	var name string
+	var v float64
+	it := s.Query(`SELECT name, value FROM system_views.cql_metrics`).Iter()
+	for it.Scan(&name, &v) {
+		if name == "prepared_statements_executed" || name == "regular_statements_executed" {
+			o.statements += int64(v)
+		}
+	}
+	if err := it.Close(); err != nil {
+		b.Fatalf("read the node's CQL counters: %v", err)
+	}
+	for table, into := range map[string]*int64{"local_read_latency": &o.reads, "local_scan_latency": &o.scans, "local_write_latency": &o.writes} {
+		var n int64
+		it := s.Query(`SELECT count FROM system_views.`+table+` WHERE keyspace_name = ?`, keyspace).Iter()
+		for it.Scan(&n) {
+			*into += n
+		}
+		if err := it.Close(); err != nil {
+			b.Fatalf("read the node's %s: %v", table, err)
+		}
+	}
+	return o
 }
 
 // sendEvent posts stage of job id's pod, at resourceVersion rv, to the status-sync Service.
@@ -608,7 +676,7 @@ func printReplicaTables(fleets []*replicaFleet, cassandraSeen bool, load string)
 	for _, g := range base.groups {
 		header = append(header, g.name)
 	}
-	header = append(header, "rest of machine", "CPU ms per op: Cassandra / functions / machine")
+	header = append(header, "rest of machine", "CPU ms per op: Cassandra / functions / machine", "store per op: statements / reads / scans / writes")
 	rows = nil
 	for _, ph := range []string{"submit", "status-sync"} {
 		for _, rf := range fleets {
@@ -625,7 +693,7 @@ func printReplicaTables(fleets []*replicaFleet, cassandraSeen bool, load string)
 			perOp := func(secs float64) string { return fmt.Sprintf("%.1f", secs*1000/float64(len(p.s.lat))) }
 			fns := u.groups[groupSubmit] + u.groups[groupSync] + u.groups[groupOtherFunctions]
 			row = append(row, fmt.Sprintf("%.2f", u.cores(u.rest)),
-				perOp(u.groups[groupCassandra])+" / "+perOp(fns)+" / "+perOp(u.machine))
+				perOp(u.groups[groupCassandra])+" / "+perOp(fns)+" / "+perOp(u.machine), p.ops.perOp(len(p.s.lat)))
 			rows = append(rows, row)
 		}
 	}
@@ -640,14 +708,14 @@ func printReplicaTables(fleets []*replicaFleet, cassandraSeen bool, load string)
 	rows = nil
 	for _, rf := range fleets {
 		row := []string{fmt.Sprint(rf.n)}
-		queued := replicaWarmUp * rf.n
+		queued := replicaWarmUp
 		for k, c := range rf.submitChunks {
 			if rf == base {
-				header = append(header, fmt.Sprintf("chunk %d: jobs/s, CPU ms per job Cassandra / submit", k+1))
+				header = append(header, fmt.Sprintf("chunk %d: jobs/s, CPU ms per job Cassandra / submit, statements per job", k+1))
 			}
-			row = append(row, fmt.Sprintf("%.1f, %.1f / %.1f (queue %d→%d)", c.s.perSecond(),
+			row = append(row, fmt.Sprintf("%.1f, %.1f / %.1f, %.1f (queue %d→%d)", c.s.perSecond(),
 				c.cpu.groups[groupCassandra]*1000/float64(len(c.s.lat)), c.cpu.groups[groupSubmit]*1000/float64(len(c.s.lat)),
-				queued, queued+len(c.s.lat)))
+				float64(c.ops.statements)/float64(len(c.s.lat)), queued, queued+len(c.s.lat)))
 			queued += len(c.s.lat)
 		}
 		rows = append(rows, row)
