@@ -4,10 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -235,35 +233,8 @@ func startReplicaFleet(ctx context.Context, b *testing.B, n, cassPid int) *repli
 	rf := &replicaFleet{n: n, f: f, cfg: cfg, groups: cpuGroups(f, cassPid), cql: cassandratest.Session(b, cfg, ""), notQueued: map[jobs.Status]int{}}
 	hc := &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: replicaClients}}
 	rf.post = func(ctx context.Context, req map[string]any) (jobs.Status, error) {
-		body, err := json.Marshal(req)
-		if err != nil {
-			return "", err
-		}
-		r, err := http.NewRequestWithContext(ctx, http.MethodPost, f.URL+"/v1/jobs", bytes.NewReader(body))
-		if err != nil {
-			return "", err
-		}
-		r.Header.Set("Content-Type", "application/json")
-		r.SetBasicAuth(f.User, f.Password)
-		resp, err := hc.Do(r)
-		if err != nil {
-			return "", err
-		}
-		defer resp.Body.Close()
-		msg, err := io.ReadAll(resp.Body)
-		if err != nil {
-			return "", err
-		}
-		if resp.StatusCode != http.StatusCreated {
-			return "", fmt.Errorf("POST /v1/jobs: %d %s", resp.StatusCode, msg)
-		}
-		var j struct {
-			Status jobs.Status `json:"status"`
-		}
-		if err := json.Unmarshal(msg, &j); err != nil {
-			return "", fmt.Errorf("POST /v1/jobs: %w", err)
-		}
-		return j.Status, nil
+		j, err := submitJob(ctx, hc, f.URL, f.User, f.Password, req)
+		return j.Status, err
 	}
 	return rf
 }
