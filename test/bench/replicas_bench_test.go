@@ -343,8 +343,11 @@ func (o storeOps) minus(p storeOps) storeOps {
 
 // perOp formats the counts per operation of a phase of n operations.
 func (o storeOps) perOp(n int) string {
-	f := func(v int64) string { return fmt.Sprintf("%.1f", float64(v)/float64(max(n, 1))) }
-	return f(o.statements) + " / " + f(o.reads) + " / " + f(o.scans) + " / " + f(o.writes)
+	f := func(v int64, prec int) string {
+		return strconv.FormatFloat(float64(v)/float64(max(n, 1)), 'f', prec, 64)
+	}
+	// A range scan is one per dispatch pass (ListSlots): a fraction per job.
+	return f(o.statements, 1) + " / " + f(o.reads, 1) + " / " + f(o.scans, 2) + " / " + f(o.writes, 1)
 }
 
 // readStoreOps reads the node's counters for keyspace.
