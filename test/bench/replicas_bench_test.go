@@ -40,17 +40,18 @@ const (
 	// replicaClients is how many clients submit at once, and how many events are in flight
 	// to status-sync at once.
 	replicaClients = 32
-	// replicaWarmUp jobs go through each path of each fleet before anything is measured (the
-	// store's JVM compiles its hot paths during the first few hundred requests).
+	// replicaWarmUp jobs go through each path of each fleet before anything is measured (with
+	// only a few, the first fleet's first chunk ran at a third of the speed of its later ones:
+	// the store's JVM was still compiling its hot paths).
 	replicaWarmUp = 32
 	// clockTicks is the kernel's USER_HZ, the unit of /proc/<pid>/stat and /proc/stat times
 	// (100 on every Linux architecture Go runs on).
 	clockTicks = 100
 )
 
-// replicaJobs is how many jobs the submit phase posts ($OMNI_BENCH_REPLICAS_JOBS, default 300),
-// and replicaEvents how many pod events the status-sync phase posts
-// ($OMNI_BENCH_REPLICAS_EVENTS, default 2000, rounded up to whole pod lives).
+// replicaSizes returns how many jobs the submit phase posts ($OMNI_BENCH_REPLICAS_JOBS, default
+// 300) and how many pod events the status-sync phase posts ($OMNI_BENCH_REPLICAS_EVENTS, default
+// 2000, rounded up to whole pod lives), per fleet.
 func replicaSizes(b *testing.B) (jobsN, eventsN int) {
 	return envCount(b, "OMNI_BENCH_REPLICAS_JOBS", 300), envCount(b, "OMNI_BENCH_REPLICAS_EVENTS", 2000)
 }
