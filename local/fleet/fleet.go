@@ -375,6 +375,31 @@ func (f *Fleet) Replicas(fn string) int {
 	return 0
 }
 
+// Service returns the address of fn's Service: a handler that sends each request to the next
+// replica of fn that is up, as the Broker stand-in and the public URL do. Benchmarks use it to
+// reach one function without the Broker. It returns nil for an unknown function.
+func (f *Fleet) Service(fn string) http.Handler {
+	if s := f.services[fn]; s != nil {
+		return s
+	}
+	return nil
+}
+
+// Pids returns the process ids of fn's replicas that run, e.g. to read their CPU time.
+func (f *Fleet) Pids(fn string) []int {
+	var pids []int
+	if s := f.services[fn]; s != nil {
+		for _, r := range s.replicas {
+			r.mu.Lock()
+			if r.up && r.cmd != nil && r.cmd.Process != nil {
+				pids = append(pids, r.cmd.Process.Pid)
+			}
+			r.mu.Unlock()
+		}
+	}
+	return pids
+}
+
 func (f *Fleet) replica(fn string, i int) (*replica, error) {
 	s := f.services[fn]
 	if s == nil || i < 0 || i >= len(s.replicas) {

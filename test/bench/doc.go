@@ -36,7 +36,16 @@
 //     objects under a semaphore of 25 per instance: slot utilisation while work waits, dispatch
 //     lag (and the dispatcher's share of it), the most jobs in progress on an instance, and
 //     the total time, all measured by informers on the clusters (docs/performance.md).
+//   - BenchmarkReplicas: submit and status-sync with 1, 2 and 4 replicas of both, each
+//     function its own processes (local/fleet) on the binary's Cassandra node, the three fleets
+//     running at once and taking turns in chunks, the 1-replica fleet being the baseline.
+//     submit: POST /v1/jobs through the public URL by 32 clients, every job queued behind a
+//     quota of one slot held by a first job (so no cluster work is measured); status-sync: pod
+//     events posted to its Service, 32 in flight, for jobs recorded pending beforehand. With
+//     the CPU time of each part (/proc) and the store's statements, reads, scans and writes per
+//     operation (Cassandra's system_views): what bounds it. $OMNI_BENCH_REPLICAS_JOBS (300) and
+//     $OMNI_BENCH_REPLICAS_EVENTS (2000) set the sizes.
 //
 // The local clusters (and the all-in-one) start once, on first use, and stop when the run ends
-// (BenchmarkQueue's own all-in-one stops at its end).
+// (BenchmarkQueue's own all-in-one and BenchmarkReplicas's fleets stop at their end).
 package bench

@@ -1,11 +1,14 @@
 package bench
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"math"
+	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -17,6 +20,7 @@ import (
 	"github.com/omnibuildplatform/omni-orchestrator/local/allinone"
 	"github.com/omnibuildplatform/omni-orchestrator/local/cassandra/cassandratest"
 	"github.com/omnibuildplatform/omni-orchestrator/local/platform"
+	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/runtime"
 )
 
@@ -175,4 +179,42 @@ func printRows(w io.Writer, header []string, rows [][]string) {
 		fmt.Fprintln(tw, "  "+strings.Join(r, "\t"))
 	}
 	tw.Flush()
+}
+
+// submitted is what the benchmarks read of a job that POST /v1/jobs answered.
+type submitted struct {
+	ID     string      `json:"id"`
+	Status jobs.Status `json:"status"`
+}
+
+// submitJob submits req through POST /v1/jobs of the public URL base as user and returns the
+// job of the 201 answer (any other answer is an error).
+func submitJob(ctx context.Context, hc *http.Client, base, user, password string, req map[string]any) (submitted, error) {
+	var j submitted
+	body, err := json.Marshal(req)
+	if err != nil {
+		return j, err
+	}
+	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/jobs", bytes.NewReader(body))
+	if err != nil {
+		return j, err
+	}
+	hr.Header.Set("Content-Type", "application/json")
+	hr.SetBasicAuth(user, password)
+	resp, err := hc.Do(hr)
+	if err != nil {
+		return j, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return j, err
+	}
+	if resp.StatusCode != http.StatusCreated {
+		return j, fmt.Errorf("POST /v1/jobs: %d %s", resp.StatusCode, b)
+	}
+	if err := json.Unmarshal(b, &j); err != nil {
+		return j, fmt.Errorf("decode the job: %w", err)
+	}
+	return j, nil
 }

@@ -174,35 +174,8 @@ func submitNotifyJob(ctx context.Context, m *allinone.Main, hc *http.Client, arc
 
 // postJob submits req through POST /v1/jobs as the all-in-one's admin and returns the job's id.
 func postJob(ctx context.Context, m *allinone.Main, hc *http.Client, req map[string]any) (string, error) {
-	body, err := json.Marshal(req)
-	if err != nil {
-		return "", err
-	}
-	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, m.URL+"/v1/jobs", bytes.NewReader(body))
-	if err != nil {
-		return "", err
-	}
-	hr.Header.Set("Content-Type", "application/json")
-	hr.SetBasicAuth(m.User, m.Password)
-	resp, err := hc.Do(hr)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return "", err
-	}
-	if resp.StatusCode != http.StatusCreated {
-		return "", fmt.Errorf("POST /v1/jobs: %d %s", resp.StatusCode, b)
-	}
-	var j struct {
-		ID string `json:"id"`
-	}
-	if err := json.Unmarshal(b, &j); err != nil {
-		return "", fmt.Errorf("decode the job: %w", err)
-	}
-	return j.ID, nil
+	j, err := submitJob(ctx, hc, m.URL, m.User, m.Password, req)
+	return j.ID, err
 }
 
 // received is the first delivery of a job's terminal event.

@@ -189,19 +189,25 @@ func freshStore(b *testing.B, n int) (*sqlite.Store, []string) {
 	out := make([]string, n)
 	for i := range out {
 		out[i] = ids.New(now)
-		job := &jobs.Job{
-			ID: out[i], Service: "bench", Task: "buildrpm", Domain: "bench", Arch: "x86_64",
-			Cluster: "x86_64", Namespace: "default", Status: jobs.StatusPending,
-			Parameters: rpmJob["parameters"].(map[string]any), CreatedAt: now, UpdatedAt: now,
-		}
-		for _, s := range []string{"fetch-srpm", "build-rpm", "upload"} {
-			job.Steps = append(job.Steps, jobs.Step{Name: s, Status: jobs.StepWaiting})
-		}
-		if err := st.CreateJob(ctx, job); err != nil {
+		if err := st.CreateJob(ctx, pendingRPMJob(out[i], now)); err != nil {
 			b.Fatal(err)
 		}
 	}
 	return st, out
+}
+
+// pendingRPMJob is a buildrpm job of rpmJob as submit records it once placed on the x86_64
+// cluster: pending, every step waiting.
+func pendingRPMJob(id string, now time.Time) *jobs.Job {
+	job := &jobs.Job{
+		ID: id, Service: "bench", Task: "buildrpm", Domain: "bench", Arch: "x86_64",
+		Cluster: "x86_64", Namespace: "default", Status: jobs.StatusPending,
+		Parameters: rpmJob["parameters"].(map[string]any), CreatedAt: now, UpdatedAt: now,
+	}
+	for _, s := range []string{"fetch-srpm", "build-rpm", "upload"} {
+		job.Steps = append(job.Steps, jobs.Step{Name: s, Status: jobs.StepWaiting})
+	}
+	return job
 }
 
 // newPodStream renders a buildrpm job and encodes its pod at every stage.
