@@ -2,7 +2,9 @@ package platform
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -32,7 +34,8 @@ type Cluster struct {
 	KubeArch string
 	// Kubeconfig is the path of an admin kubeconfig for the cluster.
 	Kubeconfig string
-	// KwokName is the kwokctl cluster name, unique per Platform.
+	// KwokName is the kwokctl cluster name: omni-<name> in a persistent work dir, else with a
+	// random part unique per Platform.
 	KwokName string
 	// Dir holds this cluster's config and the logs of kwokctl and the adapter; the
 	// components' logs are in KwokDir/logs.
@@ -50,8 +53,15 @@ type Cluster struct {
 	rest      *rest.Config
 	clientset kubernetes.Interface
 
+	// resume: the work dir holds this cluster's state (Options.Persistent); start resumes it.
+	resume bool
+	// resumedAt is when resuming began: leases renewed before are the earlier run's.
+	resumedAt time.Time
+
 	mu      sync.Mutex
-	created bool // kwokctl create cluster ran (so delete must run)
+	created bool // kwokctl create cluster ran, or the cluster was resumed (so stop must run)
+	// keep: the cluster has been ready, so a persistent platform's stop keeps its state.
+	keep    bool
 	adapter *process
 }
 
@@ -59,12 +69,17 @@ type ports struct {
 	etcd, etcdPeer, apiserver, controllerManager, scheduler, kwok int
 }
 
-func newCluster(p *Platform, spec ClusterSpec, suffix string) (*Cluster, error) {
+func (ps ports) list() []int {
+	return []int{ps.etcd, ps.etcdPeer, ps.apiserver, ps.controllerManager, ps.scheduler, ps.kwok}
+}
+
+// newCluster prepares the cluster of spec, named omni<infix><name> for kwokctl.
+func newCluster(p *Platform, spec ClusterSpec, infix string) (*Cluster, error) {
 	c := &Cluster{
 		Name:     spec.Name,
 		Arch:     spec.Arch,
 		KubeArch: KubeArch(spec.Arch),
-		KwokName: "omni-" + suffix + "-" + dnsName(spec.Name),
+		KwokName: "omni" + infix + dnsName(spec.Name),
 		p:        p,
 	}
 	c.Dir = filepath.Join(p.workDir, dnsName(spec.Name))
@@ -92,16 +107,31 @@ func (c *Cluster) logf(format string, args ...any) {
 
 func (c *Cluster) start(ctx context.Context) error {
 	began := time.Now()
-	if err := c.create(ctx); err != nil {
-		return err
+	if c.resume {
+		if err := c.resumeCluster(ctx); err != nil {
+			return err
+		}
+		c.logf("kwokctl resumed %s in %s", c.KwokName, time.Since(began).Round(time.Millisecond))
+	} else {
+		if err := c.create(ctx); err != nil {
+			return err
+		}
+		c.logf("kwokctl created %s in %s", c.KwokName, time.Since(began).Round(time.Millisecond))
 	}
-	c.logf("kwokctl created %s in %s", c.KwokName, time.Since(began).Round(time.Millisecond))
 	if err := c.connect(); err != nil {
 		return err
 	}
 	if err := c.waitReady(ctx); err != nil {
 		return fmt.Errorf("%w\n%s", err, c.componentLogs())
 	}
+	if c.p.opts.Persistent && !c.resume {
+		if err := c.saveState(); err != nil {
+			return err
+		}
+	}
+	c.mu.Lock()
+	c.keep = true
+	c.mu.Unlock()
 	c.logf("API server, %d nodes and namespaces %v ready in %s", len(c.Nodes), c.p.opts.Namespaces, time.Since(began).Round(time.Millisecond))
 	if c.p.opts.Sink != "" {
 		if err := c.startAdapter(ctx); err != nil {
@@ -116,6 +146,18 @@ func (c *Cluster) start(ctx context.Context) error {
 // (kwokctl's own choice counts down from 32767 in every process, so parallel test processes
 // would collide), our stages and logs.
 func (c *Cluster) create(ctx context.Context) error {
+	if c.p.opts.Persistent {
+		// What an earlier run left of a cluster that never became ready (it died while
+		// creating it): not resumable, so it starts anew.
+		if err := c.killLeftovers(ctx); err != nil {
+			return err
+		}
+		for _, p := range []string{c.KwokDir, c.statePath(), filepath.Join(c.Dir, "adapter.pid")} {
+			if err := os.RemoveAll(p); err != nil {
+				return fmt.Errorf("remove an unfinished cluster: %w", err)
+			}
+		}
+	}
 	cfg, err := c.kwokConfig()
 	if err != nil {
 		return err
@@ -151,21 +193,68 @@ func (c *Cluster) create(ctx context.Context) error {
 	return nil
 }
 
+// resumeCluster starts the components of the cluster again on the state an earlier run left:
+// kwokctl start cluster runs them from kwokctl's saved config (same flags, ports, certificates
+// and kubeconfig) on the same etcd data, so every object is still there and kwok carries on
+// with the pods where they are.
+func (c *Cluster) resumeCluster(ctx context.Context) error {
+	if err := c.killLeftovers(ctx); err != nil {
+		return err
+	}
+	// Pid files of dead processes: kwokctl would take a recycled pid for its component.
+	pidFiles, _ := filepath.Glob(filepath.Join(c.KwokDir, "pids", "*.pid"))
+	for _, f := range append(pidFiles, filepath.Join(c.Dir, "adapter.pid")) {
+		if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("remove pid files of an earlier run: %w", err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(c.KwokDir, "pids"), 0o755); err != nil {
+		return fmt.Errorf("resume cluster: %w", err)
+	}
+	if err := c.waitPortsFree(ctx); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.created = true
+	c.mu.Unlock()
+	// The lease times of the API server are to the microsecond, written by this machine's clock.
+	c.resumedAt = time.Now().Truncate(time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	proc, err := startProcess("kwokctl start cluster", c.Dir, filepath.Join(c.Dir, "kwokctl.log"), c.kwokEnv(),
+		filepath.Join(c.p.binDir, "kwokctl"), "--name", c.KwokName, "start", "cluster", "--wait", "0s")
+	if err != nil {
+		return err
+	}
+	err = c.pollComponents(ctx, func(context.Context) (bool, error) { return proc.exited(), nil })
+	if err == nil {
+		err = proc.err
+	}
+	if err != nil {
+		proc.stop(5 * time.Second)
+		return fmt.Errorf("kwokctl start cluster (to start anew, losing the jobs on it, remove %s and %s): %w\n%s%s",
+			c.Dir, c.KwokDir, err, files.Tail(proc.output(), tailLines), c.componentLogs())
+	}
+	return nil
+}
+
 func (c *Cluster) kwokEnv() []string {
 	return []string{"KWOK_WORKDIR=" + c.p.kwokDir}
 }
 
-// freePorts picks n distinct free TCP ports, all at once so that none is picked twice (from the
-// kernel's ephemeral range, so never 8080).
-func freePorts(n int) ([]int, error) {
+// freePorts picks n distinct free TCP ports not in taken, all at once so that none is picked
+// twice (from the kernel's ephemeral range, so never 8080).
+func freePorts(n int, taken map[int]bool) ([]int, error) {
 	var ps []int
-	for range n {
+	for len(ps) < n {
 		l, err := net.Listen("tcp", ":0")
 		if err != nil {
 			return nil, fmt.Errorf("pick a free port: %w", err)
 		}
 		defer l.Close()
-		ps = append(ps, l.Addr().(*net.TCPAddr).Port)
+		if port := l.Addr().(*net.TCPAddr).Port; !taken[port] {
+			ps = append(ps, port)
+		}
 	}
 	return ps, nil
 }
@@ -196,6 +285,11 @@ func (c *Cluster) waitReady(ctx context.Context) error {
 	})
 	if err != nil {
 		return fmt.Errorf("wait for the API server: %w (last: %v)", err, last)
+	}
+	if c.resume {
+		if err := c.takeOverLeases(ctx); err != nil {
+			return err
+		}
 	}
 	for _, name := range c.Nodes {
 		if _, err := cs.CoreV1().Nodes().Create(ctx, c.node(name), metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
@@ -236,6 +330,44 @@ func (c *Cluster) waitReady(ctx context.Context) error {
 	})
 	if err != nil {
 		return fmt.Errorf("wait for service accounts: %w (last: %v)", err, last)
+	}
+	return nil
+}
+
+// takeOverLeases hands the fake nodes of a resumed cluster to its new kwok at once: their Leases
+// are still held by the kwok of the earlier run, which no longer renews them, and kwok manages
+// a node (runs its pods' stages) only while it holds its Lease. Each lease not renewed since
+// the resume began is deleted (unless renewed meanwhile: the delete is conditional), and the
+// wait ends once the new kwok holds every one.
+func (c *Cluster) takeOverLeases(ctx context.Context) error {
+	leases := c.clientset.CoordinationV1().Leases(corev1.NamespaceNodeLease)
+	var last error
+	err := c.pollComponents(ctx, func(ctx context.Context) (bool, error) {
+		for _, name := range c.Nodes {
+			l, err := leases.Get(ctx, name, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				last = fmt.Errorf("lease of node %s: not taken yet", name)
+				return false, nil
+			}
+			if err != nil {
+				last = fmt.Errorf("lease of node %s: %w", name, err)
+				return false, nil
+			}
+			if l.Spec.RenewTime != nil && !l.Spec.RenewTime.Time.Before(c.resumedAt) {
+				continue // renewed by this run's kwok
+			}
+			last = fmt.Errorf("lease of node %s: held by the kwok of an earlier run", name)
+			rv := l.ResourceVersion
+			err = leases.Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{ResourceVersion: &rv}})
+			if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+				last = fmt.Errorf("delete the lease of node %s: %w", name, err)
+			}
+			return false, nil
+		}
+		return true, nil
+	})
+	if err != nil {
+		return fmt.Errorf("wait for kwok to take over the nodes: %w (last: %v)", err, last)
 	}
 	return nil
 }
@@ -313,11 +445,13 @@ func (c *Cluster) node(name string) *corev1.Node {
 	}
 }
 
-// stop stops the adapter and the cluster; survivors of kwokctl delete are killed.
+// stop stops the adapter and the cluster; survivors of kwokctl delete (or stop) are killed. A
+// persistent platform's cluster that has been ready is stopped, not deleted: the next Start
+// resumes it.
 func (c *Cluster) stop() {
 	c.stopAdapter()
 	c.mu.Lock()
-	created := c.created
+	created, keep := c.created, c.keep
 	c.created = false
 	c.mu.Unlock()
 	if !created {
@@ -326,6 +460,14 @@ func (c *Cluster) stop() {
 	pids := readPidFiles(filepath.Join(c.KwokDir, "pids", "*.pid"))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	if c.p.opts.Persistent && keep {
+		if err := runProcess(ctx, "kwokctl stop cluster", c.Dir, filepath.Join(c.Dir, "kwokctl.log"), c.kwokEnv(),
+			filepath.Join(c.p.binDir, "kwokctl"), "--name", c.KwokName, "stop", "cluster"); err != nil {
+			c.logf("%v", err)
+		}
+		killInDir(pids, c.KwokDir)
+		return
+	}
 	if err := runProcess(ctx, "kwokctl delete cluster", c.Dir, filepath.Join(c.Dir, "kwokctl.log"), c.kwokEnv(),
 		filepath.Join(c.p.binDir, "kwokctl"), "--name", c.KwokName, "delete", "cluster",
 		// It edits this kubeconfig (default ~/.kube/config) and refuses "": give it one of ours.

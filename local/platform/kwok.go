@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sort"
+	"strconv"
 
 	"sigs.k8s.io/yaml"
 )
@@ -15,6 +16,9 @@ import (
 //
 //go:embed kwok/node-stages.yaml kwok/pod-stages.yaml
 var stages embed.FS
+
+// nodeLeaseSeconds is the duration of the fake nodes' Leases.
+const nodeLeaseSeconds = 10
 
 // kwokConfig renders the -c file of kwokctl create cluster: the kwokctl options (binaries,
 // ports), then the stages and the ClusterLogs that kwok-controller reads from the same file.
@@ -43,6 +47,12 @@ func (c *Cluster) kwokConfig() ([]byte, error) {
 		"componentsPatches": []any{map[string]any{
 			"name":      "kube-apiserver",
 			"extraArgs": []any{map[string]any{"key": "kubelet-preferred-address-types", "value": "InternalIP"}},
+		}, map[string]any{
+			// kwok manages a node while it holds the node's Lease. A cluster resumed after a
+			// crash (Options.Persistent) has a new kwok whose lease the dead one still holds:
+			// kwokctl's 200 s would stop every pod that long. (kwok renews it every quarter.)
+			"name":      "kwok-controller",
+			"extraArgs": []any{map[string]any{"key": "node-lease-duration-seconds", "value": strconv.Itoa(nodeLeaseSeconds)}},
 		}},
 	}
 	logs := map[string]any{

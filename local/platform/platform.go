@@ -87,6 +87,16 @@ type Options struct {
 	ContainerLogs map[string]string
 	// StartTimeout bounds Start (the caller's context may end it sooner). Default: 3 minutes.
 	StartTimeout time.Duration
+	// Persistent keeps the clusters in WorkDir from one run to the next (the local mode's data
+	// folder): their kwokctl names do not change between runs; Start resumes each cluster whose
+	// state WorkDir holds — after Stop, or after the previous run died (kill -9, a power cut) —
+	// on its etcd data, with the same ports and kubeconfig, so the Jobs and Pods on it carry on;
+	// Start removes from WorkDir the clusters no longer used (of earlier runs, named with a
+	// random suffix, or of clusters not in Clusters) and kills what still runs there; Stop stops
+	// the clusters' processes but keeps their state (a resumed cluster keeps the ports and
+	// ContainerLogs it was created with). Default: false (a new cluster per Start, deleted by
+	// Stop). Two runs never share a work dir: Start fails while another holds it.
+	Persistent bool
 }
 
 // Platform is a running set of clusters with their adapters.
@@ -100,6 +110,10 @@ type Platform struct {
 	clusters   []*Cluster
 	// watchdog kills the clusters and adapters if this process dies without Stop.
 	watchdog *watchdog
+	// lock is the open lock file of workDir, held until Stop.
+	lock *os.File
+	// removed is what Start removed of earlier runs.
+	removed Removed
 
 	mu      sync.Mutex
 	stopped bool
@@ -139,23 +153,54 @@ func Start(ctx context.Context, opts Options) (_ *Platform, err error) {
 	if err := os.MkdirAll(p.kwokDir, 0o755); err != nil {
 		return nil, fmt.Errorf("create work dir: %w", err)
 	}
+	if p.lock, err = lockWorkDir(p.workDir); err != nil {
+		return nil, err
+	}
+	stopEarlierWatchdog(p.workDir)
 	if p.watchdog, err = startWatchdog(p.workDir); err != nil {
 		return nil, err
 	}
 
-	suffix := randomSuffix()
-	free, err := freePorts(6 * len(opts.Clusters))
-	if err != nil {
-		return nil, err
+	// A persistent work dir names its clusters the same in every run, so that the next run
+	// finds them; otherwise each Start names its own.
+	suffix := "-"
+	if !opts.Persistent {
+		suffix = "-" + randomSuffix() + "-"
 	}
-	for i, spec := range opts.Clusters {
+	taken := map[int]bool{}
+	var fresh []*Cluster
+	for _, spec := range opts.Clusters {
 		c, err := newCluster(p, spec, suffix)
 		if err != nil {
 			return nil, err
 		}
+		p.clusters = append(p.clusters, c)
+		if opts.Persistent && c.loadState() {
+			// Its state is the jobs' state: kept by Stop even if resuming fails.
+			c.resume, c.keep = true, true
+			for _, port := range c.ports.list() {
+				taken[port] = true
+			}
+		} else {
+			fresh = append(fresh, c)
+		}
+	}
+	if opts.Persistent {
+		if p.removed, err = p.removeUnused(ctx); err != nil {
+			return nil, err
+		}
+		if len(p.removed.Folders) > 0 {
+			p.logf("platform: removed %d folders of earlier runs that no cluster uses (%d MB): %s",
+				len(p.removed.Folders), p.removed.Bytes>>20, strings.Join(p.removed.Folders, ", "))
+		}
+	}
+	free, err := freePorts(6*len(fresh), taken)
+	if err != nil {
+		return nil, err
+	}
+	for i, c := range fresh {
 		ps := free[6*i:]
 		c.ports = ports{etcd: ps[0], etcdPeer: ps[1], apiserver: ps[2], controllerManager: ps[3], scheduler: ps[4], kwok: ps[5]}
-		p.clusters = append(p.clusters, c)
 	}
 
 	// The clusters start side by side: each one is mostly waiting for its own API server.
@@ -238,6 +283,9 @@ func (p *Platform) Cluster(name string) *Cluster {
 // WorkDir is the folder holding the clusters' files and logs.
 func (p *Platform) WorkDir() string { return p.workDir }
 
+// Removed is what Start removed of earlier runs of the work dir (Options.Persistent).
+func (p *Platform) Removed() Removed { return p.removed }
+
 // Sink is the URL the adapters send to.
 func (p *Platform) Sink() string { return p.opts.Sink }
 
@@ -269,7 +317,8 @@ func (p *Platform) StartAdapter(ctx context.Context, name string) error {
 }
 
 // Stop stops every adapter and cluster (processes that do not end are killed by process group)
-// and removes the work dir if Start created it. It is safe to call more than once.
+// and removes the work dir if Start created it. With Options.Persistent, the clusters that were
+// ready are stopped but kept for the next Start. It is safe to call more than once.
 func (p *Platform) Stop() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -283,6 +332,9 @@ func (p *Platform) Stop() {
 	}
 	wg.Wait()
 	p.watchdog.stop()
+	if p.lock != nil {
+		p.lock.Close()
+	}
 	if p.ownWorkDir {
 		_ = os.RemoveAll(p.workDir)
 	}

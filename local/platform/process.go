@@ -177,8 +177,7 @@ func alive(pid int) bool {
 // components there, and may have removed it since); the check keeps a recycled pid safe.
 func killInDir(pids []int, dir string) {
 	for _, pid := range pids {
-		cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid))
-		if err != nil || (cwd != dir && cwd != dir+" (deleted)") {
+		if !runsIn(pid, dir) {
 			continue
 		}
 		_ = syscall.Kill(-pid, syscall.SIGKILL)
@@ -225,6 +224,12 @@ func startWatchdog(workDir string) (*watchdog, error) {
 	}
 	r.Close()
 	go func() { _ = cmd.Wait() }()
+	// For the next run of this work dir (stopEarlierWatchdog).
+	if err := os.WriteFile(filepath.Join(workDir, "watchdog.pid"), []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {
+		_ = cmd.Process.Kill()
+		w.Close()
+		return nil, fmt.Errorf("start watchdog: %w", err)
+	}
 	return &watchdog{cmd: cmd, w: w}, nil
 }
 
