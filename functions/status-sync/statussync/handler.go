@@ -186,6 +186,8 @@ func (h *Handler) Receive(ctx context.Context, e event.Event) (*event.Event, pro
 // Report sums up one resync.
 type Report struct {
 	Checked, Changed, Failed int
+	// LogsRequested counts the ended jobs handed to log-archive again (logs.requested).
+	LogsRequested int
 }
 
 // Resync reads back from its cluster every job whose state is not settled — not ended, or ended
@@ -194,6 +196,22 @@ type Report struct {
 // is repaired. It emits job.changed for each job it changed. A cluster that cannot be read is
 // skipped until next time.
 func (h *Handler) Resync(ctx context.Context) (Report, error) {
+	return h.resync(ctx, h.archiveGrace())
+}
+
+// ResyncAfterRestart is the resync of a host that has just started again after it died, and
+// whose Broker's queue died with it (the local mode: its router holds events in memory). It
+// is Resync, except that every ended job whose logs are not archived is handed to log-archive
+// at once, whatever ArchiveGrace says: the job.changed that would have archived them may have
+// been in that queue, and no retry of it is on its way. With a real Broker, which keeps its
+// queue, the grace stands (Resync).
+func (h *Handler) ResyncAfterRestart(ctx context.Context) (Report, error) {
+	return h.resync(ctx, 0)
+}
+
+// resync is Resync with archiveGrace as the time after its end that an ended job waits before
+// its logs are asked for again.
+func (h *Handler) resync(ctx context.Context, archiveGrace time.Duration) (Report, error) {
 	var rep Report
 	var errs []error
 	cursor := ""
@@ -204,7 +222,10 @@ func (h *Handler) Resync(ctx context.Context) (Report, error) {
 		}
 		for _, j := range page {
 			rep.Checked++
-			changed, err := h.resyncJob(ctx, j)
+			changed, requested, err := h.resyncJob(ctx, j, archiveGrace)
+			if requested {
+				rep.LogsRequested++
+			}
 			if err != nil {
 				rep.Failed++
 				errs = append(errs, err)
@@ -225,13 +246,23 @@ func (h *Handler) Resync(ctx context.Context) (Report, error) {
 	return rep, nil
 }
 
-func (h *Handler) resyncJob(ctx context.Context, j *jobs.Job) (bool, error) {
+// resyncJob resyncs job j: changed says it emitted job.changed, requested that it emitted
+// logs.requested.
+func (h *Handler) resyncJob(ctx context.Context, j *jobs.Job, archiveGrace time.Duration) (changed, requested bool, err error) {
 	if j.Status == jobs.StatusQueued {
-		return false, nil // nothing on a cluster yet: the dispatcher's business (docs/queue.md)
+		return false, false, nil // nothing on a cluster yet: the dispatcher's business (docs/queue.md)
 	}
 	if j.Status.Terminal() && j.StepsSettled() {
-		return false, h.requestLogs(ctx, j) // only its logs are not archived yet
+		requested, err := h.requestLogs(ctx, j, archiveGrace) // only its logs are not archived yet
+		return false, requested, err
 	}
+	changed, err = h.reconcileJob(ctx, j)
+	return changed, false, err
+}
+
+// reconcileJob reads job j back from its cluster and applies what it finds; it reports whether
+// the job changed (and job.changed was emitted).
+func (h *Handler) reconcileJob(ctx context.Context, j *jobs.Job) (bool, error) {
 	snap, err := h.Observer.Observe(ctx, j.Cluster, j.Namespace, names.AttemptKey(j.ID, j.CurrentAttempt()))
 	if err != nil {
 		return false, fmt.Errorf("observe job %s: %w", j.ID, err)
@@ -265,22 +296,23 @@ func (h *Handler) resyncJob(ctx context.Context, j *jobs.Job) (bool, error) {
 }
 
 // requestLogs hands ended job j, whose logs are not archived, to log-archive again
-// (logs.requested) once it has ended ArchiveGrace ago: its own job.changed was lost or ended in
-// the dead-letter sink, and its pods are still held by the finalizer. Every resync asks again
-// until log-archive records the job archived.
-func (h *Handler) requestLogs(ctx context.Context, j *jobs.Job) error {
-	if j.LogsArchived || j.FinishedAt == nil || h.now().Sub(*j.FinishedAt) < h.archiveGrace() {
-		return nil
+// (logs.requested) once it has ended grace ago (ArchiveGrace; none after a restart): its own
+// job.changed was lost or ended in the dead-letter sink, and its pods are still held by the
+// finalizer. Every resync asks again until log-archive records the job archived. It reports
+// whether it asked.
+func (h *Handler) requestLogs(ctx context.Context, j *jobs.Job, grace time.Duration) (bool, error) {
+	if j.LogsArchived || j.FinishedAt == nil || h.now().Sub(*j.FinishedAt) < grace {
+		return false, nil
 	}
 	e, err := events.NewJobEvent(events.TypeLogsRequested, Name, j, j.Status)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if err := h.Emitter.Emit(ctx, e); err != nil {
-		return fmt.Errorf("emit logs.requested for %s: %w", j.ID, err)
+		return false, fmt.Errorf("emit logs.requested for %s: %w", j.ID, err)
 	}
 	logging.FromContext(ctx).Infow("asked log-archive again for the logs of an ended job", "job", j.ID, "finishedAt", j.FinishedAt)
-	return nil
+	return true, nil
 }
 
 func (h *Handler) archiveGrace() time.Duration {
@@ -361,6 +393,6 @@ func (h *Handler) serveResync(w http.ResponseWriter, r *http.Request) {
 		httpapi.Error(w, r, err)
 		return
 	}
-	logging.FromContext(r.Context()).Infow("resync done", "checked", rep.Checked, "changed", rep.Changed, "failed", rep.Failed)
+	logging.FromContext(r.Context()).Infow("resync done", "checked", rep.Checked, "changed", rep.Changed, "failed", rep.Failed, "logsRequested", rep.LogsRequested)
 	httpapi.JSON(w, http.StatusOK, rep)
 }
