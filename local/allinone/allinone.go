@@ -181,7 +181,10 @@ func Start(ctx context.Context, opts Options) (_ *Main, err error) {
 		po := opts.Platform
 		po.Sink = sink
 		if po.WorkDir == "" {
+			// The clusters live in the data folder as the store does: the next run resumes
+			// them, so that a restart (or a crash) loses no job (docs/reliability.md).
 			po.WorkDir = filepath.Join(dataDir, "platform")
+			po.Persistent = true
 		}
 		if po.Log == nil {
 			po.Log = opts.Progress
@@ -249,6 +252,7 @@ func Start(ctx context.Context, opts Options) (_ *Main, err error) {
 			opts.Logger.Errorw("server stopped", "error", err)
 		}
 	}()
+	go m.catchUp(runCtx)
 	return m, nil
 }
 
