@@ -172,11 +172,16 @@ func (c *Cluster) create(ctx context.Context) error {
 	c.mu.Lock()
 	c.created = true
 	c.mu.Unlock()
+	return c.kwokctl(ctx, "create cluster", "", "-c", cfgPath, "create", "cluster", "--runtime", "binary", "--kubeconfig", "", "--wait", "0s")
+}
+
+// kwokctl runs kwokctl with args on this cluster until it ends, for at most 2 minutes; hint
+// goes into its error.
+func (c *Cluster) kwokctl(ctx context.Context, what, hint string, args ...string) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	proc, err := startProcess("kwokctl create cluster", c.Dir, filepath.Join(c.Dir, "kwokctl.log"), c.kwokEnv(),
-		filepath.Join(c.p.binDir, "kwokctl"), "--name", c.KwokName, "-c", cfgPath,
-		"create", "cluster", "--runtime", "binary", "--kubeconfig", "", "--wait", "0s")
+	proc, err := startProcess("kwokctl "+what, c.Dir, filepath.Join(c.Dir, "kwokctl.log"), c.kwokEnv(),
+		filepath.Join(c.p.binDir, "kwokctl"), append([]string{"--name", c.KwokName}, args...)...)
 	if err != nil {
 		return err
 	}
@@ -188,7 +193,7 @@ func (c *Cluster) create(ctx context.Context) error {
 	}
 	if err != nil {
 		proc.stop(5 * time.Second)
-		return fmt.Errorf("kwokctl create cluster: %w\n%s%s", err, files.Tail(proc.output(), tailLines), c.componentLogs())
+		return fmt.Errorf("kwokctl %s%s: %w\n%s%s", what, hint, err, files.Tail(proc.output(), tailLines), c.componentLogs())
 	}
 	return nil
 }
@@ -219,23 +224,8 @@ func (c *Cluster) resumeCluster(ctx context.Context) error {
 	c.mu.Unlock()
 	// The lease times of the API server are to the microsecond, written by this machine's clock.
 	c.resumedAt = time.Now().Truncate(time.Second)
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	proc, err := startProcess("kwokctl start cluster", c.Dir, filepath.Join(c.Dir, "kwokctl.log"), c.kwokEnv(),
-		filepath.Join(c.p.binDir, "kwokctl"), "--name", c.KwokName, "start", "cluster", "--wait", "0s")
-	if err != nil {
-		return err
-	}
-	err = c.pollComponents(ctx, func(context.Context) (bool, error) { return proc.exited(), nil })
-	if err == nil {
-		err = proc.err
-	}
-	if err != nil {
-		proc.stop(5 * time.Second)
-		return fmt.Errorf("kwokctl start cluster (to start anew, losing the jobs on it, remove %s and %s): %w\n%s%s",
-			c.Dir, c.KwokDir, err, files.Tail(proc.output(), tailLines), c.componentLogs())
-	}
-	return nil
+	return c.kwokctl(ctx, "start cluster", fmt.Sprintf(" (to start it anew, losing the jobs on it, remove %s and %s)", c.Dir, c.KwokDir),
+		"start", "cluster", "--wait", "0s")
 }
 
 func (c *Cluster) kwokEnv() []string {
