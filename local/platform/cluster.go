@@ -455,7 +455,7 @@ func (c *Cluster) stop() {
 			filepath.Join(c.p.binDir, "kwokctl"), "--name", c.KwokName, "stop", "cluster"); err != nil {
 			c.logf("%v", err)
 		}
-		killInDir(pids, c.KwokDir)
+		c.killSurvivors(pids)
 		return
 	}
 	if err := runProcess(ctx, "kwokctl delete cluster", c.Dir, filepath.Join(c.Dir, "kwokctl.log"), c.kwokEnv(),
@@ -464,7 +464,7 @@ func (c *Cluster) stop() {
 		"--kubeconfig", filepath.Join(c.Dir, "unused-kubeconfig.yaml")); err != nil {
 		c.logf("%v", err)
 	}
-	killInDir(pids, c.KwokDir)
+	c.killSurvivors(pids)
 }
 
 // componentLogs returns the tails of the component logs, for errors.
@@ -487,4 +487,12 @@ func defaultContainerLog() string {
 		fmt.Fprintf(&sb, "%s stdout F %s\n", t.Add(time.Duration(i)*time.Second).Format(time.RFC3339Nano), line)
 	}
 	return sb.String()
+}
+
+// killSurvivors kills the components of pids that kwokctl left running and waits until they
+// are gone, so that nothing of the cluster runs once Stop returns.
+func (c *Cluster) killSurvivors(pids []int) {
+	if err := killDirProcesses(context.Background(), map[string][]int{c.KwokDir: pids}); err != nil {
+		c.logf("%v", err)
+	}
 }
