@@ -77,7 +77,7 @@ func TestPersistentResumesAfterCrash(t *testing.T) {
 	if err != nil {
 		t.Fatalf("second start (resume): %v", err)
 	}
-	defer p2.Stop()
+	t.Cleanup(p2.Stop)
 	t.Logf("resumed in %s", time.Since(began).Round(time.Millisecond))
 	c2 := p2.Cluster("x86_64")
 	if diff := cmp.Diff([]string{c1.KwokName, c1.Kubeconfig, c1.KwokDir}, []string{c2.KwokName, c2.Kubeconfig, c2.KwokDir}); diff != "" {
@@ -89,7 +89,6 @@ func TestPersistentResumesAfterCrash(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("the Job of the first run did not succeed after the resume: %v", err)
 	}
-	t.Logf("the Job succeeded %s after the resume", time.Since(began).Round(time.Millisecond))
 	if _, err := os.Stat(stale); !os.IsNotExist(err) {
 		t.Errorf("folder of an earlier run %s: %v, want removed", stale, err)
 	}
@@ -105,10 +104,24 @@ func TestPersistentResumesAfterCrash(t *testing.T) {
 		}
 	}
 
-	t.Logf("checked at %s", time.Since(began).Round(time.Millisecond))
 	// A second run on the same work dir is refused while this one holds it.
 	if _, err := Start(ctx, opts); err == nil {
 		t.Errorf("a second platform started on a work dir in use")
+	}
+
+	// Stop keeps the cluster too: the next Start resumes it, with the Job.
+	p2.Stop()
+	p3, err := Start(ctx, opts)
+	if err != nil {
+		t.Fatalf("third start (after Stop): %v", err)
+	}
+	t.Cleanup(p3.Stop)
+	c3 := p3.Cluster("x86_64")
+	if !c3.resume {
+		t.Errorf("the cluster was created anew after Stop, want it resumed")
+	}
+	if _, err := c3.Clientset().BatchV1().Jobs("default").Get(ctx, "long", metav1.GetOptions{}); err != nil {
+		t.Errorf("the Job of the first run after Stop and Start: %v", err)
 	}
 }
 
