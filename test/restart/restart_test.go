@@ -119,6 +119,14 @@ func TestKilledLocalModeResumes(t *testing.T) {
 		return j.Status.Terminal() && j.LogsArchived
 	})
 	t.Logf("all %d jobs ended and archived %s after the second start", len(ids), time.Since(restarted).Round(time.Millisecond))
+	var ends []string
+	for _, id := range ids {
+		if j := final[id]; j.FinishedAt != nil && j.FinishedAt.After(restarted) {
+			ends = append(ends, fmt.Sprintf("%6.1fs %s %s attempt %d", j.FinishedAt.Sub(restarted).Seconds(), id, j.Labels["kind"], j.CurrentAttempt()))
+		}
+	}
+	sort.Strings(ends)
+	t.Logf("ends after the restart (%d):\n%s", len(ends), strings.Join(ends, "\n"))
 
 	// Each job ended as its kind and its cluster say.
 	states := map[jobs.Status]int{}

@@ -885,7 +885,7 @@ func (h *Handler) repair(ctx context.Context, st *state) int {
 	n := 0
 	for _, j := range st.active {
 		if j.Status != jobs.StatusPending || j.CancelRequested || j.Queue == nil || j.Queue.DispatchedAt == nil ||
-			h.now().Sub(*j.Queue.DispatchedAt) < d.repairAfter() {
+			h.now().Sub(*j.Queue.DispatchedAt) < d.RepairDelay() {
 			continue
 		}
 		in, err := d.Instances.Instance(j.Cluster)
@@ -911,7 +911,9 @@ func (d *Dispatcher) orphanAge() time.Duration {
 	return 30 * time.Second
 }
 
-func (d *Dispatcher) repairAfter() time.Duration {
+// RepairDelay is RepairAfter, or its default: how long after its dispatch a repair pass
+// creates again the objects of a job.
+func (d *Dispatcher) RepairDelay() time.Duration {
 	if d.RepairAfter > 0 {
 		return d.RepairAfter
 	}
