@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -481,35 +482,40 @@ func waitJobs(ctx context.Context, t *testing.T, ids []string, timeout time.Dura
 }
 
 // waitFinalizers waits until no pod of any cluster holds the log-archive finalizer and returns
-// how many still do at the deadline.
+// how many still do at the deadline (naming them in the failure).
 func waitFinalizers(ctx context.Context, t *testing.T, timeout time.Duration) int {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
+	deadline := time.Now().Add(timeout)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
-		held := 0
+		var held []string
+		var errs []error
 		for _, c := range omni.Platform.Clusters() {
-			pods, err := c.Clientset().CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: names.LabelJobID})
+			lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			pods, err := c.Clientset().CoreV1().Pods("default").List(lctx, metav1.ListOptions{LabelSelector: names.LabelJobID})
+			cancel()
 			if err != nil {
-				t.Logf("list the pods of %s: %v", c.Name, err)
-				held = -1
-				break
+				errs = append(errs, fmt.Errorf("list the pods of %s: %w", c.Name, err))
+				continue
 			}
 			for _, p := range pods.Items {
 				if slices.Contains(p.Finalizers, names.PodFinalizer) {
-					held++
+					held = append(held, fmt.Sprintf("%s/%s (job %s, %s, deleted %v)", c.Name, p.Name, p.Labels[names.LabelJobID], p.Status.Phase, p.DeletionTimestamp))
 				}
 			}
 		}
-		if held == 0 {
+		if len(held) == 0 && len(errs) == 0 {
 			return 0
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("after %s, %d pods hold the log-archive finalizer (%v):\n    %s", timeout, len(held), errors.Join(errs...), strings.Join(held, "\n    "))
+			return len(held)
 		}
 		select {
 		case <-ctx.Done():
-			t.Errorf("pods holding the log-archive finalizer after %s: %d", timeout, held)
-			return held
+			t.Errorf("waiting for the finalizers: %v", ctx.Err())
+			return len(held)
 		case <-tick.C:
 		}
 	}
