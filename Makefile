@@ -17,9 +17,9 @@ tools: ## Build the pinned local-platform tools (Kubernetes, etcd, kwok, Knative
 	@hack/tools.sh >/dev/null
 
 .PHONY: run
-run: tools ## Run everything locally: two simulated clusters, all functions on one port, SQLite in .data/ (STORE=cassandra: a local Cassandra).
-	$(if $(filter cassandra,$(STORE)),@hack/cassandra.sh >/dev/null)
-	$(GO) run ./cmd/omni run $(if $(filter cassandra,$(STORE)),-cassandra)
+run: tools ## Run everything locally: two simulated clusters, all functions on one port, SQLite in .data/ (STORE=cassandra: a local Cassandra; REPLICAS=N: each function as N processes on a local Cassandra).
+	$(if $(filter cassandra,$(STORE))$(REPLICAS),@hack/cassandra.sh >/dev/null)
+	$(GO) run ./cmd/omni run $(if $(filter cassandra,$(STORE)),-cassandra) $(if $(REPLICAS),-replicas $(REPLICAS))
 
 .PHONY: test
 test: tools ## Vet and run every test (real local clusters, a real local Cassandra; OMNI_TEST_CASSANDRA=host:port for another).

@@ -1,6 +1,7 @@
 // Command omni is the operator binary of omni-orchestrator:
 //
 //	omni run                 every function locally on one port (what `make run` starts)
+//	omni run -replicas N     every function as N processes of its own binary (`make run REPLICAS=N`)
 //	omni db init [flags]     create the Cassandra keyspace, then migrate
 //	omni db migrate [flags]  apply the schema migrations (Cassandra or SQLite)
 package main
@@ -23,7 +24,7 @@ func main() {
 }
 
 const usage = `usage:
-  omni run [flags]            run every function locally (see omni run -h)
+  omni run [flags]            run every function locally (see omni run -h; -replicas N: as N processes each)
   omni db init [flags]        create the Cassandra keyspace and migrate (see omni db -h)
   omni db migrate [flags]     apply the schema migrations`
 

@@ -20,12 +20,16 @@ func runCommand(ctx context.Context, args []string) error {
 	fs.BoolVar(&opts.Cassandra, "cassandra", false, "run the store on a local Cassandra node started for this run (needs Java 17 and Maven; its data goes with the run) instead of SQLite")
 	fs.DurationVar(&opts.ResyncInterval, "resync", time.Minute, "resync interval (the PingSource's schedule in the cluster)")
 	logLevel := fs.String("log-level", "info", "log level of the functions")
+	replicas := fs.Int("replicas", 0, "run every function as its own processes, this many replicas each, on a local Cassandra node started for the run (needs Java 17 and Maven), instead of all in one process")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	logger, err := runtime.NewLogger(*logLevel)
 	if err != nil {
 		return err
+	}
+	if *replicas > 0 {
+		return runFleet(ctx, opts.DataDir, opts.Addr, *replicas, opts.ResyncInterval, logger)
 	}
 	opts.Logger = logger
 	opts.Progress = os.Stderr

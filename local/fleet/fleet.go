@@ -57,6 +57,8 @@ type Options struct {
 	// Dir holds the fleet's files: the users, the clusters' configuration, the replicas' logs
 	// (logs/<function>-<n>.log) and the platform's work folder. Required.
 	Dir string
+	// Addr is the listen address of the public URL. Default 127.0.0.1:0 (a free port).
+	Addr string
 	// Store is every replica's OMNI_STORE (e.g. cassandra://127.0.0.1:9042/omni). Required.
 	Store string
 	// Replicas is the number of replicas of each function. Default 2.
@@ -148,7 +150,10 @@ func Start(ctx context.Context, opts Options) (_ *Fleet, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("fleet: listen for the Broker ingress: %w", err)
 	}
-	publicLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if opts.Addr == "" {
+		opts.Addr = "127.0.0.1:0"
+	}
+	publicLn, err := net.Listen("tcp", opts.Addr)
 	if err != nil {
 		brokerLn.Close()
 		return nil, fmt.Errorf("fleet: listen for the public URL: %w", err)

@@ -165,8 +165,10 @@ func ApplyPod(j *jobs.Job, pod *corev1.Pod, deleted bool, now time.Time) Outcome
 		finish(j, jobs.StatusFailed, pod.Status.Reason, pod.Status.Message, lastFinish(j, now), now)
 	}
 	if j.Status.Terminal() && (deleted || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed) {
-		for _, cs := range statuses {
-			settleFinal(j, cs.Name)
+		// Every step, not only those the pod has a status of: a pod deleted before it was
+		// scheduled (a cancel right after the submit) ends with none.
+		for _, s := range j.Steps {
+			settleFinal(j, s.Name)
 		}
 	}
 	settle(j)

@@ -252,12 +252,15 @@ func (h *Handler) resyncJob(ctx context.Context, j *jobs.Job, archiveGrace time.
 	if j.Status == jobs.StatusQueued {
 		return false, false, nil // nothing on a cluster yet: the dispatcher's business (docs/queue.md)
 	}
-	if j.Status.Terminal() && j.StepsSettled() {
-		requested, err := h.requestLogs(ctx, j, archiveGrace) // only its logs are not archived yet
-		return false, requested, err
+	if j.Status.Terminal() {
+		// Its logs too, even if its steps never settle (a pod that ended without a status
+		// of some step): the pods stay held by the finalizer until they are archived.
+		if requested, err = h.requestLogs(ctx, j, archiveGrace); err != nil || j.StepsSettled() {
+			return false, requested, err
+		}
 	}
 	changed, err = h.reconcileJob(ctx, j)
-	return changed, false, err
+	return changed, requested, err
 }
 
 // reconcileJob reads job j back from its cluster and applies what it finds; it reports whether

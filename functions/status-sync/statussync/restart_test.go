@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/omnibuildplatform/omni-orchestrator/shared/events"
 	"github.com/omnibuildplatform/omni-orchestrator/shared/jobs"
@@ -56,5 +58,48 @@ func TestResyncAfterRestartAsksForLogsAtOnce(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{events.TypeLogsRequested + " ended-unarchived"}, got); diff != "" {
 		t.Errorf("emitted (-want +got):\n%s", diff)
+	}
+}
+
+// A job cancelled before its pod was scheduled: the pod ends (deleted, Failed) with no status of
+// any step. Its final snapshot settles every step as never started, and the resync asks for
+// its logs even while a step is unsettled, so that its pod is released.
+func TestUnscheduledPodSettlesAndIsArchived(t *testing.T) {
+	now := t0.Add(time.Hour)
+	j := newJob()
+	j.Status, j.Reason, j.Message = jobs.StatusCancelled, jobs.ReasonCancelled, jobs.MessageCancelled
+	end := now.Add(-time.Hour / 2)
+	j.FinishedAt = &end
+	final := pod("20", corev1.PodFailed, nil)
+	final.DeletionTimestamp = &metav1.Time{Time: end}
+	ApplyPod(j, final, false, now)
+	if !j.StepsSettled() {
+		t.Errorf("steps after the final snapshot of a pod with no statuses: %+v, want all settled", j.Steps)
+	}
+	for _, s := range j.Steps {
+		if s.Status != jobs.StepWaiting || s.Reason != jobs.StepReasonNotStarted {
+			t.Errorf("step %s: %s (%s), want waiting (NotStarted)", s.Name, s.Status, s.Reason)
+		}
+	}
+
+	// A job ended with a step not settled yet, past the archive grace: its logs are asked for.
+	ctx := context.Background()
+	st := openStore(t)
+	em := &emitter{}
+	h := New(Settings{ArchiveGrace: 20 * time.Minute}, Deps{Store: st, Observer: observer{}, Emitter: em})
+	h.Now = func() time.Time { return now }
+	u := newJob()
+	u.ID, u.Status, u.Reason, u.Message = "unsettled", jobs.StatusCancelled, jobs.ReasonCancelled, jobs.MessageCancelled
+	u.Service, u.Task, u.Arch, u.Namespace = "team-a", "buildrpm", "x86_64", "omni-jobs"
+	u.StartedAt, u.FinishedAt = &t0, &end
+	if err := st.CreateJob(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := h.Resync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.LogsRequested != 1 {
+		t.Errorf("resync %+v, want the logs of the unsettled ended job asked for", rep)
 	}
 }
