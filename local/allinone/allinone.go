@@ -221,20 +221,8 @@ func Start(ctx context.Context, opts Options) (_ *Main, err error) {
 		handlers[f.name] = tap(f.name, f.fn.Handler(runCtx), opts.Tap)
 	}
 
-	cfg, err := router.Load(config.FS)
-	if err != nil {
-		return nil, fmt.Errorf("load config/: %w", err)
-	}
-	ropts := []router.Option{router.WithLogger(opts.Logger.Named("router"))}
-	if opts.BackoffScale > 0 {
-		ropts = append(ropts, router.WithBackoffScale(opts.BackoffScale))
-	}
-	if opts.ResyncInterval > 0 {
-		ropts = append(ropts, router.WithPingInterval(opts.ResyncInterval))
-	}
-	m.Router, err = router.New(cfg, router.Handlers(handlers), ropts...)
-	if err != nil {
-		return nil, fmt.Errorf("router: %w", err)
+	if m.Router, err = router.Local(config.FS, handlers, opts.Logger, opts.BackoffScale, opts.ResyncInterval); err != nil {
+		return nil, err
 	}
 	go func() { _ = m.Router.RunPing(runCtx) }()
 

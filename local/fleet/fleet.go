@@ -181,19 +181,8 @@ func Start(ctx context.Context, opts Options) (_ *Fleet, err error) {
 	for name, s := range f.services {
 		handlers[name] = s
 	}
-	cfg, err := router.Load(config.FS)
-	if err != nil {
-		return nil, fmt.Errorf("fleet: load config/: %w", err)
-	}
-	ropts := []router.Option{router.WithLogger(opts.Logger.Named("router"))}
-	if opts.BackoffScale > 0 {
-		ropts = append(ropts, router.WithBackoffScale(opts.BackoffScale))
-	}
-	if opts.PingInterval > 0 {
-		ropts = append(ropts, router.WithPingInterval(opts.PingInterval))
-	}
-	if f.Router, err = router.New(cfg, router.Handlers(handlers), ropts...); err != nil {
-		return nil, fmt.Errorf("fleet: router: %w", err)
+	if f.Router, err = router.Local(config.FS, handlers, opts.Logger, opts.BackoffScale, opts.PingInterval); err != nil {
+		return nil, fmt.Errorf("fleet: %w", err)
 	}
 	route, err := LoadRoute(config.FS)
 	if err != nil {

@@ -8,11 +8,14 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/http"
 	"os"
 	"path"
 	"sort"
 	"strings"
+	"time"
 
+	"go.uber.org/zap"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -213,4 +216,26 @@ func validate(ctx context.Context, v apis.Validatable) error {
 		return fe
 	}
 	return nil
+}
+
+// Local is what the local hosts (the all-in-one, the fleet) run: a Router of the Brokers,
+// Triggers and PingSources of fsys (config.FS) delivering to in-process handlers by Service name
+// (Handlers), with logger and, when positive, a backoff scale and a ping interval.
+func Local(fsys fs.FS, handlers map[string]http.Handler, logger *zap.SugaredLogger, backoffScale float64, pingInterval time.Duration) (*Router, error) {
+	cfg, err := Load(fsys)
+	if err != nil {
+		return nil, fmt.Errorf("load config/: %w", err)
+	}
+	opts := []Option{WithLogger(logger.Named("router"))}
+	if backoffScale > 0 {
+		opts = append(opts, WithBackoffScale(backoffScale))
+	}
+	if pingInterval > 0 {
+		opts = append(opts, WithPingInterval(pingInterval))
+	}
+	r, err := New(cfg, Handlers(handlers), opts...)
+	if err != nil {
+		return nil, fmt.Errorf("router: %w", err)
+	}
+	return r, nil
 }

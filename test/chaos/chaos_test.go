@@ -225,8 +225,8 @@ func TestChaos(t *testing.T) {
 
 	// The small logs: one text per cluster, so that a step archived from the wrong cluster shows.
 	small := map[string][]byte{}
-	for i, c := range omni.Platform.Clusters() {
-		cri, text := criLog(64<<10, 2+i)
+	for _, c := range omni.Platform.Clusters() {
+		cri, text := platform.SampleLog(64<<10, c.Name+" ")
 		if err := os.WriteFile(c.LogsFile, cri, 0o644); err != nil {
 			t.Fatal(err)
 		}

@@ -16,7 +16,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -81,7 +80,7 @@ func run(m *testing.M) (code int) {
 
 	bigPath := filepath.Join(dir, "build-image.log")
 	var cri []byte
-	cri, bigLog = criLog(20<<20, 1)
+	cri, bigLog = platform.SampleLog(20<<20, "big ")
 	if err := os.WriteFile(bigPath, cri, 0o644); err != nil {
 		fmt.Fprintln(os.Stderr, "chaos:", err)
 		return 1
@@ -110,27 +109,6 @@ func run(m *testing.M) (code int) {
 	}
 	defer omni.Close()
 	return m.Run()
-}
-
-// criLog returns a CRI-format container log of about size bytes of text, and the text as
-// kubectl logs shows it. seed varies the lines.
-func criLog(size, seed int) (cri, text []byte) {
-	var c, t bytes.Buffer
-	ts := time.Date(2026, 12, 6, 20, 0, 0, 0, time.UTC)
-	for i := 0; t.Len() < size; i++ {
-		var line string
-		switch {
-		case i%10007 == 5:
-			line = "" // empty lines are lines too
-		case i%20011 == 7:
-			line = "very long line " + strings.Repeat("0123456789", 10_000) // several CRI frames' worth
-		default:
-			line = fmt.Sprintf("[%d:%8d] gcc -O2 -c src/file_%d.c -o obj/file_%d.o\tünïcödé %s", seed, i, i, i, strings.Repeat("#", i%131))
-		}
-		fmt.Fprintf(&c, "%s stdout F %s\n", ts.Add(time.Duration(i)*time.Microsecond).Format(time.RFC3339Nano), line)
-		t.WriteString(line + "\n")
-	}
-	return c.Bytes(), t.Bytes()
 }
 
 // answer is a response of the fleet.

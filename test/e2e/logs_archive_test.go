@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -46,25 +45,11 @@ func laWriteLog(t *testing.T, cluster string, size int) []byte {
 			t.Errorf("restore %s: %v", path, err)
 		}
 	})
-	var cri, text bytes.Buffer
-	ts := time.Date(2026, 11, 27, 19, 0, 0, 0, time.UTC)
-	for i := 0; text.Len() < size; i++ {
-		var line string
-		switch {
-		case i%10007 == 5:
-			line = "" // empty lines are lines too
-		case i%20011 == 7:
-			line = "very long line " + strings.Repeat("0123456789", 10_000) // 100 kB: several CRI frames' worth
-		default:
-			line = fmt.Sprintf("[%8d] gcc -O2 -c src/file_%d.c -o obj/file_%d.o\tünïcödé %s", i, i, i, strings.Repeat("#", i%131))
-		}
-		fmt.Fprintf(&cri, "%s stdout F %s\n", ts.Add(time.Duration(i)*time.Microsecond).Format(time.RFC3339Nano), line)
-		text.WriteString(line + "\n")
-	}
-	if err := os.WriteFile(path, cri.Bytes(), 0o644); err != nil {
+	cri, text := platform.SampleLog(size, "")
+	if err := os.WriteFile(path, cri, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return text.Bytes()
+	return text
 }
 
 // laArchived returns the archived text of a step, checking that the chunks are numbered 1, 2, …
