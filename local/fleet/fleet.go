@@ -471,8 +471,11 @@ func (f *Fleet) Close() {
 func Build(ctx context.Context) (string, error) {
 	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
 	mod := strings.TrimSpace(string(out))
-	if err != nil || mod == "" || mod == os.DevNull {
-		return "", fmt.Errorf("fleet: find the module (go env GOMOD: %q): %v", mod, err)
+	if err != nil {
+		return "", fmt.Errorf("fleet: find the module: go env GOMOD: %w", err)
+	}
+	if mod == "" || mod == os.DevNull {
+		return "", errors.New("fleet: the function binaries are built from this checkout: run from inside it (e.g. make run REPLICAS=2)")
 	}
 	cache, err := os.UserCacheDir()
 	if err != nil {

@@ -108,8 +108,8 @@ const (
 // errStillRunning: a step container of an ended job still runs (a cancelled pod that is being
 // stopped), or its pod may still start it (live: a cancel is recorded before the garbage
 // collector deletes the pods of the Job it deleted, and a kubelet may still start a container it
-// was starting when the deletion came). Retried: the Broker's backoff gives it time to end, and its end changes the job's
-// steps, which emits job.changed and delivers the job here again.
+// was starting when the deletion came). Retried: the Broker's backoff gives it time to end, and
+// its end changes the job's steps, which emits job.changed and delivers the job here again.
 var errStillRunning = errors.New("still running")
 
 // Receive handles one event: job.changed of an ended job (archive its logs) or logs.appended
