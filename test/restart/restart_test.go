@@ -137,6 +137,9 @@ func TestKilledLocalModeResumes(t *testing.T) {
 	// Each job ended as its kind and its cluster say.
 	states := map[jobs.Status]int{}
 	clients := clusterClients(t, data)
+	// The Job controller records a Job's end a moment after its pod's, which status-sync may
+	// have applied first (a restarted controller manager takes longer): one deadline for all.
+	clusterDeadline := time.Now().Add(time.Minute)
 	for _, id := range ids {
 		j := final[id]
 		states[j.Status]++
@@ -144,7 +147,7 @@ func TestKilledLocalModeResumes(t *testing.T) {
 			t.Errorf("job %s (%s): %s (%s: %s), want %s", id, j.Labels["kind"], j.Status, j.Reason, j.Message, want[id])
 			continue
 		}
-		if got := clusterStatus(t, clients[j.Cluster], j); got != j.Status {
+		if got := settledClusterStatus(t, clients[j.Cluster], j, clusterDeadline); got != j.Status {
 			t.Errorf("job %s: %s, but its Kubernetes Job on %s says %s", id, j.Status, j.Cluster, got)
 		}
 	}
@@ -674,6 +677,20 @@ func clusterStatus(t *testing.T, cs kubernetes.Interface, j *jobs.Job) jobs.Stat
 		}
 	}
 	return "not ended"
+}
+
+// settledClusterStatus is clusterStatus once the Kubernetes Job shows its end, or at deadline.
+func settledClusterStatus(t *testing.T, cs kubernetes.Interface, j *jobs.Job, deadline time.Time) jobs.Status {
+	t.Helper()
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		got := clusterStatus(t, cs, j)
+		if got != "not ended" || time.Now().After(deadline) {
+			return got
+		}
+		<-tick.C
+	}
 }
 
 func kindCounts(js map[string]*jobs.Job) string {
